@@ -1,0 +1,387 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/pnpd/pnpd/pkg/phone"
+)
+
+// DefaultPath is where `pnpd serve` looks for its configuration when -config
+// is not given.
+const DefaultPath = "/etc/pnpd/pnpd.toml"
+
+// DefaultGroup is the SIP multicast group and port phones send PnP
+// SUBSCRIBEs to (sip.mcast.net, RFC 3261 10.2.6).
+var DefaultGroup = netip.MustParseAddrPort("224.0.1.75:5060")
+
+// Errors returned by this package; a *KeyError wraps ErrInvalid.
+var (
+	ErrInvalid = errors.New("config: invalid")
+)
+
+// Config is pnpd's validated configuration.
+type Config struct {
+	// Path is the file the configuration was read from ("" when parsed
+	// from memory).
+	Path     string
+	SIP      SIP
+	Resolve  Resolve
+	Warnings []string // things that load but are probably wrong
+}
+
+// SIP configures where pnpd listens and whom it answers.
+type SIP struct {
+	// Interfaces to join the group on; empty means every up,
+	// multicast-capable, non-loopback interface with an IPv4 address.
+	Interfaces []string
+	// Group is the multicast group and port (default 224.0.1.75:5060).
+	Group netip.AddrPort
+	// Allow lists the source subnets answered; empty means the subnets of
+	// the joined interfaces.
+	Allow []netip.Prefix
+	// Port is the UDP port of the per-interface unicast sockets that send
+	// the answers and receive the phones' responses to NOTIFY; 0 lets the
+	// kernel choose a free one.
+	Port int
+}
+
+// Resolve configures the static URL decision.
+type Resolve struct {
+	// Default is the URL template for phones no rule matches; "" means
+	// such phones are observed only.
+	Default string
+	Rules   []Rule
+}
+
+// Rule is one [[resolve.rule]]: every key that is set must match.
+type Rule struct {
+	Index     int    // 1-based position among the rules
+	Line      int    // line of its [[resolve.rule]] header, 0 if unknown
+	MAC       string // 12 lower-case hex digits
+	MACPrefix string // 1 to 12 lower-case hex digits
+	Vendor    string // glob over the brand name, lower-case
+	Model     string // glob over the model, lower-case
+	Subnet    netip.Prefix
+	Interface string
+	URL       string // template
+}
+
+// HasSubnet reports whether the rule restricts the source subnet.
+func (r Rule) HasSubnet() bool { return r.Subnet.IsValid() }
+
+// Name describes the rule for traces and logs: "rule 2 (line 14)".
+func (r Rule) Name() string {
+	if r.Line > 0 {
+		return fmt.Sprintf("rule %d (line %d)", r.Index, r.Line)
+	}
+	return fmt.Sprintf("rule %d", r.Index)
+}
+
+// KeyError names the key (and line, when known) of a bad value.
+type KeyError struct {
+	File string
+	Line int
+	Key  string // e.g. "resolve.rule[2].subnet"
+	Msg  string
+}
+
+func (e *KeyError) Error() string {
+	var where string
+	switch {
+	case e.File != "" && e.Line > 0:
+		where = fmt.Sprintf("%s:%d: ", e.File, e.Line)
+	case e.File != "":
+		where = e.File + ": "
+	case e.Line > 0:
+		where = fmt.Sprintf("line %d: ", e.Line)
+	}
+	return "config: " + where + e.Key + ": " + e.Msg
+}
+
+// Unwrap returns ErrInvalid.
+func (e *KeyError) Unwrap() error { return ErrInvalid }
+
+// raw mirrors the TOML file; every field is a string or list so that the
+// validation step can name the key of a bad value.
+type raw struct {
+	SIP struct {
+		Interfaces []string `toml:"interfaces"`
+		Group      *string  `toml:"group"`
+		Allow      []string `toml:"allow"`
+		Port       *int     `toml:"port"`
+	} `toml:"sip"`
+	Resolve struct {
+		Default string    `toml:"default"`
+		Rule    []rawRule `toml:"rule"`
+	} `toml:"resolve"`
+}
+
+type rawRule struct {
+	MAC       *string `toml:"mac"`
+	MACPrefix *string `toml:"mac_prefix"`
+	Vendor    *string `toml:"vendor"`
+	Model     *string `toml:"model"`
+	Subnet    *string `toml:"subnet"`
+	Interface *string `toml:"interface"`
+	URL       *string `toml:"url"`
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(path, data)
+}
+
+// Parse validates configuration text held in memory.
+func Parse(data []byte) (*Config, error) { return parse("", data) }
+
+// Default is the configuration used when there is no file: observe only.
+func Default() *Config {
+	return &Config{SIP: SIP{Group: DefaultGroup}}
+}
+
+func parse(file string, data []byte) (*Config, error) {
+	var r raw
+	md, err := toml.NewDecoder(strings.NewReader(string(data))).Decode(&r)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &KeyError{File: file, Line: pe.Position.Line, Key: orTop(pe.LastKey), Msg: pe.Message}
+		}
+		return nil, fmt.Errorf("config: %s: %w", file, err)
+	}
+	idx := indexLines(data)
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0].String()
+		return nil, &KeyError{File: file, Line: idx.lineOfUnindexed(k), Key: k, Msg: "unknown key"}
+	}
+	v := validator{file: file, idx: idx}
+	cfg := v.build(&r)
+	if v.err != nil {
+		return nil, v.err
+	}
+	cfg.Path = file
+	return cfg, nil
+}
+
+func orTop(k string) string {
+	if k == "" {
+		return "(top level)"
+	}
+	return k
+}
+
+type validator struct {
+	file string
+	idx  lineIndex
+	err  error
+}
+
+func (v *validator) fail(key, format string, args ...any) {
+	if v.err != nil {
+		return
+	}
+	v.err = &KeyError{File: v.file, Line: v.idx.line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (v *validator) build(r *raw) *Config {
+	cfg := &Config{SIP: SIP{Group: DefaultGroup}}
+
+	for i, name := range r.SIP.Interfaces {
+		if name == "" || strings.ContainsAny(name, " /\t") || len(name) > 15 {
+			v.fail("sip.interfaces", "entry %d: %q is not an interface name", i+1, name)
+		}
+	}
+	cfg.SIP.Interfaces = append([]string(nil), r.SIP.Interfaces...)
+
+	if r.SIP.Group != nil {
+		ap, err := netip.ParseAddrPort(*r.SIP.Group)
+		switch {
+		case err != nil:
+			v.fail("sip.group", "%q is not an IPv4 address:port", *r.SIP.Group)
+		case !ap.Addr().Is4() || !ap.Addr().IsMulticast():
+			v.fail("sip.group", "%s is not an IPv4 multicast group (pnpd speaks IPv4 only)", ap.Addr())
+		case ap.Port() == 0:
+			v.fail("sip.group", "port must not be 0")
+		default:
+			cfg.SIP.Group = ap
+		}
+	}
+	for i, s := range r.SIP.Allow {
+		p, err := parsePrefix(s)
+		if err != nil {
+			v.fail("sip.allow", "entry %d: %v", i+1, err)
+			continue
+		}
+		cfg.SIP.Allow = append(cfg.SIP.Allow, p)
+	}
+	if r.SIP.Port != nil {
+		if *r.SIP.Port < 0 || *r.SIP.Port > 65535 {
+			v.fail("sip.port", "%d is not a UDP port (0 lets the kernel choose)", *r.SIP.Port)
+		}
+		cfg.SIP.Port = *r.SIP.Port
+	}
+
+	cfg.Resolve.Default = r.Resolve.Default
+	if err := checkTemplate(r.Resolve.Default); err != nil {
+		v.fail("resolve.default", "%v", err)
+	}
+	for i, rr := range r.Resolve.Rule {
+		cfg.Resolve.Rules = append(cfg.Resolve.Rules, v.rule(i, rr, cfg))
+	}
+	return cfg
+}
+
+func (v *validator) rule(i int, rr rawRule, cfg *Config) Rule {
+	key := func(k string) string { return fmt.Sprintf("resolve.rule[%d].%s", i+1, k) }
+	ru := Rule{Index: i + 1, Line: v.idx.line(fmt.Sprintf("resolve.rule[%d]", i+1))}
+	matchKeys := 0
+	if rr.MAC != nil {
+		matchKeys++
+		m, ok := phone.NormalizeMAC(*rr.MAC)
+		if !ok {
+			v.fail(key("mac"), "%q is not a MAC address (12 hex digits)", *rr.MAC)
+		}
+		ru.MAC = m
+	}
+	if rr.MACPrefix != nil {
+		matchKeys++
+		p, ok := normalizeMACPrefix(*rr.MACPrefix)
+		if !ok {
+			v.fail(key("mac_prefix"), "%q is not a MAC prefix (1 to 12 hex digits)", *rr.MACPrefix)
+		}
+		ru.MACPrefix = p
+	}
+	if rr.Vendor != nil {
+		matchKeys++
+		ru.Vendor = strings.ToLower(strings.TrimSpace(*rr.Vendor))
+		if ru.Vendor == "" {
+			v.fail(key("vendor"), "empty")
+		} else if !anyBrandMatches(ru.Vendor) {
+			cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: vendor %q matches none of the brands pnpd identifies (%s): the rule never matches",
+				v.at(key("vendor")), ru.Vendor, strings.Join(phone.Brands(), " ")))
+		}
+	}
+	if rr.Model != nil {
+		matchKeys++
+		ru.Model = strings.ToLower(strings.TrimSpace(*rr.Model))
+		if ru.Model == "" {
+			v.fail(key("model"), "empty")
+		}
+	}
+	if rr.Subnet != nil {
+		matchKeys++
+		p, err := parsePrefix(*rr.Subnet)
+		if err != nil {
+			v.fail(key("subnet"), "%v", err)
+		}
+		ru.Subnet = p
+	}
+	if rr.Interface != nil {
+		matchKeys++
+		ru.Interface = strings.TrimSpace(*rr.Interface)
+		if ru.Interface == "" {
+			v.fail(key("interface"), "empty")
+		}
+	}
+	if rr.URL == nil || strings.TrimSpace(*rr.URL) == "" {
+		v.fail(key("url"), "missing: every rule needs a url")
+	} else {
+		ru.URL = strings.TrimSpace(*rr.URL)
+		if err := checkTemplate(ru.URL); err != nil {
+			v.fail(key("url"), "%v", err)
+		}
+	}
+	if matchKeys == 0 {
+		v.fail(fmt.Sprintf("resolve.rule[%d]", i+1), "no match keys (mac, mac_prefix, vendor, model, subnet, interface); use [resolve] default for a catch-all")
+	}
+	if (ru.Vendor == "grandstream" || ru.Vendor == "escene") && ru.URL != "" && !strings.HasSuffix(ru.URL, "/") {
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: %s phones append file names to the URL: it should end in \"/\" (%s)",
+			v.at(key("url")), ru.Vendor, ru.URL))
+	}
+	return ru
+}
+
+func (v *validator) at(key string) string {
+	if l := v.idx.line(key); l > 0 && v.file != "" {
+		return fmt.Sprintf("%s:%d: %s", v.file, l, key)
+	} else if l > 0 {
+		return fmt.Sprintf("line %d: %s", l, key)
+	}
+	return key
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 subnet such as 192.168.0.0/16", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("%q is not IPv4 (pnpd speaks IPv4 only)", s)
+	}
+	return p.Masked(), nil
+}
+
+func normalizeMACPrefix(s string) (string, bool) {
+	var b strings.Builder
+	for _, c := range strings.ToLower(strings.TrimSpace(s)) {
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
+			b.WriteRune(c)
+		case c == ':' || c == '-' || c == '.':
+		default:
+			return "", false
+		}
+	}
+	if b.Len() == 0 || b.Len() > 12 {
+		return "", false
+	}
+	return b.String(), true
+}
+
+func anyBrandMatches(pattern string) bool {
+	for _, b := range phone.Brands() {
+		if Glob(pattern, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkTemplate rejects templates whose braces do not pair up; unknown
+// {names} are allowed (the phone may expand them).
+func checkTemplate(t string) error {
+	depth := 0
+	for _, c := range t {
+		switch c {
+		case '{':
+			depth++
+			if depth > 1 {
+				return errors.New("nested '{' in URL template")
+			}
+		case '}':
+			if depth == 0 {
+				return errors.New("'}' without '{' in URL template")
+			}
+			depth--
+		}
+	}
+	if depth != 0 {
+		return errors.New("unclosed '{' in URL template")
+	}
+	return nil
+}

@@ -1,0 +1,144 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseGood(t *testing.T) {
+	c, err := Parse([]byte(`
+[sip]
+interfaces = ["eth0", "vlan20"]
+group = "224.0.1.75:5060"
+allow = ["192.168.0.0/16", "10.1.2.3"]
+port = 5070
+
+[resolve]
+default = "http://prov.example.com/{vendor}/"
+
+[[resolve.rule]]
+mac = "00:1F:C1:1B:4E:1C"
+url = "http://admin:123456@192.168.0.25:88"
+
+[[resolve.rule]]
+vendor = "Grandstream"
+model = "GXP*"
+subnet = "192.168.1.0/24"
+url = "http://gs.example.com/cfg"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.SIP.Interfaces, ","); got != "eth0,vlan20" {
+		t.Errorf("interfaces %q", got)
+	}
+	if c.SIP.Group != DefaultGroup || c.SIP.Port != 5070 {
+		t.Errorf("group %v port %d", c.SIP.Group, c.SIP.Port)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("10.1.2.3/32")}
+	if len(c.SIP.Allow) != 2 || c.SIP.Allow[0] != want[0] || c.SIP.Allow[1] != want[1] {
+		t.Errorf("allow %v", c.SIP.Allow)
+	}
+	if len(c.Resolve.Rules) != 2 {
+		t.Fatalf("rules %+v", c.Resolve.Rules)
+	}
+	r0, r1 := c.Resolve.Rules[0], c.Resolve.Rules[1]
+	if r0.MAC != "001fc11b4e1c" || r0.Line != 11 || r0.Name() != "rule 1 (line 11)" {
+		t.Errorf("rule 1 %+v", r0)
+	}
+	if r1.Vendor != "grandstream" || r1.Model != "gxp*" || r1.Subnet != netip.MustParsePrefix("192.168.1.0/24") {
+		t.Errorf("rule 2 %+v", r1)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], `should end in "/"`) || !strings.Contains(c.Warnings[0], "line 19") {
+		t.Errorf("warnings %q", c.Warnings)
+	}
+}
+
+func TestParseBad(t *testing.T) {
+	tests := []struct {
+		name, text, want string
+	}{
+		{"unknown top key", "[sip]\ngroup = \"224.0.1.75:5060\"\nbogus = 1\n", "line 3: sip.bogus: unknown key"},
+		{"unknown table", "[nope]\nx = 1\n", "nope"},
+		{"unknown rule key", "[[resolve.rule]]\nvendor = \"htek\"\nurl = \"http://x/\"\n\n[[resolve.rule]]\nmac = \"001fc11b4e1c\"\nurls = \"http://y/\"\n", "line 7: resolve.rule.urls"},
+		{"bad group", "[sip]\ngroup = \"10.0.0.1:5060\"\n", "sip.group"},
+		{"group without port", "[sip]\ngroup = \"224.0.1.75\"\n", "sip.group"},
+		{"ipv6 allow", "[sip]\nallow = [\"fe80::/10\"]\n", "sip.allow"},
+		{"bad allow", "[sip]\nallow = [\"192.168.0.0/33\"]\n", "sip.allow"},
+		{"bad port", "[sip]\nport = 70000\n", "sip.port"},
+		{"wrong type", "[sip]\ninterfaces = \"eth0\"\n", "line 2"},
+		{"syntax", "[sip\n", "line "},
+		{"bad mac", "[[resolve.rule]]\nmac = \"00:1f:c1\"\nurl = \"http://x/\"\n", "resolve.rule[1].mac"},
+		{"bad prefix", "[[resolve.rule]]\nmac_prefix = \"00zz\"\nurl = \"http://x/\"\n", "resolve.rule[1].mac_prefix"},
+		{"bad subnet", "[[resolve.rule]]\nsubnet = \"lan\"\nurl = \"http://x/\"\n", "resolve.rule[1].subnet"},
+		{"no url", "[[resolve.rule]]\nvendor = \"snom\"\n", "resolve.rule[1].url"},
+		{"no match keys", "[[resolve.rule]]\nurl = \"http://x/\"\n", "no match keys"},
+		{"bad template", "[resolve]\ndefault = \"http://x/{mac\"\n", "resolve.default"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.text))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not mention %q", err, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), "config: ") {
+				t.Errorf("error %q lacks the package prefix", err)
+			}
+		})
+	}
+}
+
+func TestUnknownKeyNamesLine(t *testing.T) {
+	_, err := Parse([]byte("[[resolve.rule]]\nvendor = \"htek\"\nurl = \"http://x/\"\n\n[[resolve.rule]]\nmac = \"001fc11b4e1c\"\nurls = \"http://y/\"\n"))
+	var ke *KeyError
+	if !errors.As(err, &ke) || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("err %v (%T)", err, err)
+	}
+	if ke.Key != "resolve.rule.urls" || ke.Line != 7 {
+		t.Errorf("key %q line %d", ke.Key, ke.Line)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "pnpd.toml")
+	if err := os.WriteFile(p, []byte("[sip]\nallow = [\"nope\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), p+":2: sip.allow") {
+		t.Errorf("err %v", err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.toml")); err == nil {
+		t.Error("missing file accepted")
+	}
+}
+
+func TestDefaultIsObserveOnly(t *testing.T) {
+	c := Default()
+	if c.Resolve.Default != "" || len(c.Resolve.Rules) != 0 || c.SIP.Group != DefaultGroup {
+		t.Errorf("%+v", c)
+	}
+}
+
+func TestGlob(t *testing.T) {
+	for _, tt := range []struct {
+		p, n string
+		ok   bool
+	}{
+		{"*", "", true}, {"gxp*", "gxp2170", true}, {"gxp*", "grp2612", false},
+		{"t2?p", "t21p", true}, {"*21*", "sip-t21p", true}, {"a*b*c", "axxbyyc", true},
+		{"a*b*c", "axxbyy", false}, {"", "", true}, {"", "x", false}, {"voip phone", "voip phone", true},
+	} {
+		if got := Glob(tt.p, tt.n); got != tt.ok {
+			t.Errorf("Glob(%q, %q) = %v", tt.p, tt.n, got)
+		}
+	}
+}

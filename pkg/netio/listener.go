@@ -1,0 +1,303 @@
+package netio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/ipv4"
+)
+
+// DefaultRecvBuffer is the receive buffer asked for on every socket: a boot
+// storm sends thousands of SUBSCRIBEs within a second.
+const DefaultRecvBuffer = 4 << 20
+
+// maxDatagram is the largest UDP payload read.
+const maxDatagram = 65535
+
+// Linux socket options that package syscall does not name.
+const (
+	soRcvbufForce  = 33 // SO_RCVBUFFORCE: exceeds rmem_max with CAP_NET_ADMIN
+	ipMulticastAll = 49 // IP_MULTICAST_ALL
+)
+
+// Config says what to listen on. The zero value of each optional field
+// takes its documented default; Listen does not modify the Config.
+type Config struct {
+	Group      netip.AddrPort // required: an IPv4 multicast address and port
+	Interfaces []Candidate    // required: from Choose
+	Port       int            // unicast port on each interface; 0: kernel's choice
+	RecvBuffer int            // bytes; 0: DefaultRecvBuffer
+	Logger     *slog.Logger   // nil: discard
+}
+
+// Datagram is one received datagram. Data is valid only during the
+// handler call; a handler that keeps any of it must copy it.
+type Datagram struct {
+	Data  []byte
+	Src   netip.AddrPort
+	Group bool   // sent to the group (else: unicast to Iface's address)
+	Iface *Iface // where it arrived; answers leave from it
+}
+
+// Handler receives datagrams. HandleDatagram is called from one goroutine
+// per socket; it must not block for long, or the socket's buffer fills.
+type Handler interface {
+	HandleDatagram(d Datagram)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(d Datagram)
+
+// HandleDatagram calls f.
+func (f HandlerFunc) HandleDatagram(d Datagram) { f(d) }
+
+// Iface is one chosen interface and its unicast socket.
+type Iface struct {
+	name   string
+	index  int
+	prefix netip.Prefix
+	local  netip.AddrPort
+	conn   *net.UDPConn
+}
+
+// Name is the interface's name.
+func (i *Iface) Name() string { return i.name }
+
+// Index is the interface's index.
+func (i *Iface) Index() int { return i.index }
+
+// Prefix is the interface's IPv4 address and subnet.
+func (i *Iface) Prefix() netip.Prefix { return i.prefix }
+
+// Addr is the unicast socket's address: answers leave from it, and the
+// Via and Contact of what pnpd sends name it.
+func (i *Iface) Addr() netip.AddrPort { return i.local }
+
+// Send writes one datagram to dst from the interface's unicast socket.
+func (i *Iface) Send(b []byte, dst netip.AddrPort) error {
+	if _, err := i.conn.WriteToUDPAddrPort(b, dst); err != nil {
+		return fmt.Errorf("netio: send on %s to %s: %w", i.name, dst, err)
+	}
+	return nil
+}
+
+// Listener holds the group socket and the unicast sockets.
+type Listener struct {
+	group  netip.AddrPort
+	gconn  *ipv4.PacketConn
+	ifaces []*Iface
+	byIdx  map[int]*Iface
+	log    *slog.Logger
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Listen binds the group address, joins the group on every interface of
+// cfg and opens one unicast socket per interface.
+func Listen(cfg Config) (_ *Listener, err error) {
+	if !cfg.Group.Addr().Is4() || !cfg.Group.Addr().IsMulticast() {
+		return nil, fmt.Errorf("netio: group %s is not an IPv4 multicast address", cfg.Group)
+	}
+	if len(cfg.Interfaces) == 0 {
+		return nil, ErrNoInterface
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rcvbuf := cfg.RecvBuffer
+	if rcvbuf <= 0 {
+		rcvbuf = DefaultRecvBuffer
+	}
+	l := &Listener{group: cfg.Group, byIdx: map[int]*Iface{}, log: log}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+
+	pc, err := bindGroup(cfg.Group, rcvbuf)
+	if err != nil {
+		return nil, err
+	}
+	l.gconn = ipv4.NewPacketConn(pc)
+	if err := l.gconn.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
+		return nil, fmt.Errorf("netio: IP_PKTINFO: %w", err)
+	}
+	for _, c := range cfg.Interfaces {
+		ifi, err := net.InterfaceByIndex(c.Index)
+		if err != nil {
+			return nil, fmt.Errorf("netio: interface %s: %w", c.Name, err)
+		}
+		if err := l.gconn.JoinGroup(ifi, &net.UDPAddr{IP: cfg.Group.Addr().AsSlice()}); err != nil {
+			return nil, fmt.Errorf("netio: join %s on %s: %w", cfg.Group.Addr(), c.Name, err)
+		}
+		uc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.Prefix.Addr(), uint16(cfg.Port))))
+		if err != nil {
+			return nil, fmt.Errorf("netio: unicast socket on %s (%s port %d): %w", c.Name, c.Prefix.Addr(), cfg.Port, err)
+		}
+		setRecvBuffer(uc, rcvbuf)
+		ifc := &Iface{name: c.Name, index: c.Index, prefix: c.Prefix, conn: uc,
+			local: netip.AddrPortFrom(c.Prefix.Addr(), uint16(uc.LocalAddr().(*net.UDPAddr).Port))}
+		l.ifaces = append(l.ifaces, ifc)
+		l.byIdx[c.Index] = ifc
+		log.Info("joined group", "iface", c.Name, "group", cfg.Group.String(), "addr", ifc.local.String())
+	}
+	return l, nil
+}
+
+// bindGroup opens a UDP socket bound to the group address itself (not
+// 0.0.0.0), so that it receives only datagrams sent to the group.
+func bindGroup(group netip.AddrPort, rcvbuf int) (net.PacketConn, error) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC|syscall.SOCK_NONBLOCK, syscall.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("netio: socket: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "pnpd-group")
+	defer f.Close() // FilePacketConn dups the descriptor
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		return nil, fmt.Errorf("netio: SO_REUSEADDR: %w", err)
+	}
+	// Only the group this socket joins, not every group the host joined.
+	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_IP, ipMulticastAll, 0)
+	if syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, soRcvbufForce, rcvbuf) != nil {
+		_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
+	}
+	sa := &syscall.SockaddrInet4{Port: int(group.Port()), Addr: group.Addr().As4()}
+	if err := syscall.Bind(fd, sa); err != nil {
+		return nil, fmt.Errorf("netio: bind %s: %w", group, err)
+	}
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("netio: group socket: %w", err)
+	}
+	return pc, nil
+}
+
+func setRecvBuffer(c *net.UDPConn, n int) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, soRcvbufForce, n) != nil {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, n)
+		}
+	})
+}
+
+// Interfaces returns the chosen interfaces in the order of the Config.
+func (l *Listener) Interfaces() []*Iface { return append([]*Iface(nil), l.ifaces...) }
+
+// Iface returns the chosen interface with that index.
+func (l *Listener) Iface(index int) (*Iface, bool) {
+	i, ok := l.byIdx[index]
+	return i, ok
+}
+
+// Serve reads every socket and hands each datagram to h until ctx is done
+// or Close is called; then it closes the sockets and returns nil.
+func (l *Listener) Serve(ctx context.Context, h Handler) error {
+	var wg sync.WaitGroup
+	wg.Add(1 + len(l.ifaces))
+	go func() {
+		defer wg.Done()
+		l.readGroup(h)
+	}()
+	for _, ifc := range l.ifaces {
+		go func() {
+			defer wg.Done()
+			l.readUnicast(ifc, h)
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-ctx.Done():
+		l.Close()
+		<-done
+	case <-done:
+	}
+	return nil
+}
+
+
+func (l *Listener) readGroup(h Handler) {
+	buf := make([]byte, maxDatagram)
+	for {
+		n, cm, src, err := l.gconn.ReadFrom(buf)
+		if err != nil {
+			if l.closed(err) {
+				return
+			}
+			l.log.Warn("group socket read", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if cm == nil {
+			continue
+		}
+		ifc, ok := l.byIdx[cm.IfIndex]
+		if !ok {
+			// Linux hands a group's datagrams to a socket bound to it
+			// whatever interface they came in on.
+			l.log.Debug("dropped datagram from an interface not chosen", "ifindex", cm.IfIndex)
+			continue
+		}
+		if dst, ok := netip.AddrFromSlice(cm.Dst); !ok || dst.Unmap() != l.group.Addr() {
+			l.log.Debug("dropped datagram not sent to the group", "iface", ifc.name)
+			continue
+		}
+		ua, ok := src.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		h.HandleDatagram(Datagram{Data: buf[:n], Src: ua.AddrPort(), Group: true, Iface: ifc})
+	}
+}
+
+func (l *Listener) readUnicast(ifc *Iface, h Handler) {
+	buf := make([]byte, maxDatagram)
+	for {
+		n, src, err := ifc.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if l.closed(err) {
+				return
+			}
+			l.log.Warn("unicast socket read", "iface", ifc.name, "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		h.HandleDatagram(Datagram{Data: buf[:n], Src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), Iface: ifc})
+	}
+}
+
+func (l *Listener) closed(err error) bool { return errors.Is(err, net.ErrClosed) }
+
+// Close closes every socket; the group membership ends with it. It is safe
+// to call more than once.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() {
+		var errs []error
+		if l.gconn != nil {
+			errs = append(errs, l.gconn.Close())
+		}
+		for _, ifc := range l.ifaces {
+			errs = append(errs, ifc.conn.Close())
+		}
+		l.closeErr = errors.Join(errs...)
+	})
+	return l.closeErr
+}

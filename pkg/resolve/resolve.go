@@ -1,0 +1,152 @@
+package resolve
+
+import (
+	"context"
+	"net/netip"
+	"net/url"
+	"strings"
+
+	"github.com/pnpd/pnpd/pkg/config"
+)
+
+// Request is what is known of a phone when its URL is decided.
+type Request struct {
+	MAC       string // 12 lower-case hex digits, "" when the phone sent none
+	Brand     string // lower-case brand name, "" when unknown
+	Model     string
+	Version   string // firmware
+	IP        netip.Addr
+	Interface string
+}
+
+// Decision is the outcome of a Resolve. URL == "" means the phone gets no
+// URL: it is observed, not answered.
+type Decision struct {
+	URL    string
+	Source string   // what decided, e.g. "rule 2 (line 14)" or "default"
+	Trace  []string // each source consulted, in order, and what it said
+}
+
+// Resolver decides a phone's URL. Resolve must be safe for concurrent use
+// and must not keep req after it returns. An error means the decision could
+// not be made (the phone is then not answered); a phone nobody configured is
+// not an error but a Decision with no URL.
+type Resolver interface {
+	Resolve(ctx context.Context, req Request) (Decision, error)
+}
+
+// Func adapts a function to the Resolver interface.
+type Func func(ctx context.Context, req Request) (Decision, error)
+
+// Resolve calls f.
+func (f Func) Resolve(ctx context.Context, req Request) (Decision, error) { return f(ctx, req) }
+
+// Static decides from the configuration file's rules and default.
+type Static struct {
+	rules []config.Rule
+	def   string
+}
+
+// NewStatic returns a resolver for the validated configuration c.
+func NewStatic(c config.Resolve) *Static {
+	return &Static{rules: append([]config.Rule(nil), c.Rules...), def: c.Default}
+}
+
+// Resolve implements Resolver.
+func (s *Static) Resolve(_ context.Context, req Request) (Decision, error) {
+	var d Decision
+	for _, r := range s.rules {
+		if why := mismatch(r, req); why != "" {
+			d.Trace = append(d.Trace, r.Name()+": no ("+why+")")
+			continue
+		}
+		d.URL = Expand(r.URL, req)
+		d.Source = r.Name()
+		d.Trace = append(d.Trace, r.Name()+": match")
+		return d, nil
+	}
+	if s.def != "" {
+		d.URL = Expand(s.def, req)
+		d.Source = "default"
+		d.Trace = append(d.Trace, "default: "+s.def)
+		return d, nil
+	}
+	d.Trace = append(d.Trace, "default: none configured")
+	return d, nil
+}
+
+// Matches reports whether every key r sets matches req.
+func Matches(r config.Rule, req Request) bool { return mismatch(r, req) == "" }
+
+// mismatch names the first key of r that req does not match, "" when all do.
+func mismatch(r config.Rule, req Request) string {
+	switch {
+	case r.MAC != "" && r.MAC != req.MAC:
+		return "mac"
+	case r.MACPrefix != "" && (req.MAC == "" || !strings.HasPrefix(req.MAC, r.MACPrefix)):
+		return "mac_prefix"
+	case r.Vendor != "" && !config.Glob(r.Vendor, strings.ToLower(req.Brand)):
+		return "vendor"
+	case r.Model != "" && !config.Glob(r.Model, strings.ToLower(req.Model)):
+		return "model"
+	case r.HasSubnet() && (!req.IP.IsValid() || !r.Subnet.Contains(req.IP)):
+		return "subnet"
+	case r.Interface != "" && r.Interface != req.Interface:
+		return "interface"
+	}
+	return ""
+}
+
+// Expand fills the placeholders of tmpl from req. Unknown {names}, and
+// placeholders whose value is unknown, are left as they are so that a phone
+// that knows them can expand them itself.
+func Expand(tmpl string, req Request) string {
+	if !strings.Contains(tmpl, "{") {
+		return tmpl
+	}
+	var b strings.Builder
+	b.Grow(len(tmpl) + 16)
+	for {
+		i := strings.IndexByte(tmpl, '{')
+		if i < 0 {
+			b.WriteString(tmpl)
+			return b.String()
+		}
+		j := strings.IndexByte(tmpl[i:], '}')
+		if j < 0 {
+			b.WriteString(tmpl)
+			return b.String()
+		}
+		b.WriteString(tmpl[:i])
+		name := tmpl[i+1 : i+j]
+		if v, ok := value(name, req); ok {
+			b.WriteString(v)
+		} else {
+			b.WriteString(tmpl[i : i+j+1])
+		}
+		tmpl = tmpl[i+j+1:]
+	}
+}
+
+func value(name string, req Request) (string, bool) {
+	var v string
+	switch name {
+	case "mac":
+		v = req.MAC
+	case "MAC":
+		v = strings.ToUpper(req.MAC)
+	case "vendor":
+		v = url.PathEscape(req.Brand)
+	case "model":
+		v = url.PathEscape(req.Model)
+	case "version":
+		v = url.PathEscape(req.Version)
+	case "ip":
+		if req.IP.IsValid() {
+			v = req.IP.String()
+		}
+	default:
+		return "", false
+	}
+	return v, v != ""
+}
