@@ -233,7 +233,6 @@ func (l *Listener) Serve(ctx context.Context, h Handler) error {
 	return nil
 }
 
-
 func (l *Listener) readGroup(h Handler) {
 	buf := make([]byte, maxDatagram)
 	for {
