@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+
+	"github.com/pnpd/pnpd/pkg/phone"
+	"github.com/pnpd/pnpd/pkg/resolve"
+)
+
+func resolveCmd(args []string, stdout, stderr io.Writer) (int, error) {
+	fs := newFlagSet("resolve", stderr)
+	cfgPath := fs.String("config", "", "configuration file (default /etc/pnpd/pnpd.toml if it exists)")
+	mac := fs.String("mac", "", "the phone's MAC address (required)")
+	vendor := fs.String("vendor", "", "brand: "+strings.Join(phone.Brands(), " "))
+	model := fs.String("model", "", "model")
+	version := fs.String("version", "", "firmware version")
+	ip := fs.String("ip", "", "the phone's IPv4 address")
+	iface := fs.String("iface", "", "interface the phone is on")
+	if err := parseFlags(fs, args); err != nil {
+		return 0, err
+	}
+	req := resolve.Request{Model: *model, Version: *version, Interface: *iface}
+	if *mac == "" {
+		return 0, fmt.Errorf("%w: -mac is required", errUsage)
+	}
+	m, ok := phone.NormalizeMAC(*mac)
+	if !ok {
+		return 0, fmt.Errorf("%w: -mac %q is not a MAC address", errUsage, *mac)
+	}
+	req.MAC = m
+	if *vendor != "" {
+		req.Brand = strings.ToLower(*vendor)
+		if !phone.IsBrand(req.Brand) {
+			fmt.Fprintf(stderr, "warning: %q is not a brand pnpd identifies (%s)\n", *vendor, strings.Join(phone.Brands(), " "))
+		}
+	} else {
+		req.Brand = phone.OUIBrand(m)
+	}
+	if *ip != "" {
+		a, err := netip.ParseAddr(*ip)
+		if err != nil || !a.Is4() {
+			return 0, fmt.Errorf("%w: -ip %q is not an IPv4 address", errUsage, *ip)
+		}
+		req.IP = a
+	}
+	log, _ := newLogger(stderr, "warn")
+	cfg, err := loadConfig(*cfgPath, log)
+	if err != nil {
+		return 0, err
+	}
+	d, err := resolve.NewStatic(cfg.Resolve).Resolve(context.Background(), req)
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintf(stderr, "phone: mac=%s brand=%s model=%s version=%s ip=%s iface=%s\n", req.MAC, req.Brand, req.Model, req.Version, *ip, req.Interface)
+	for _, t := range d.Trace {
+		fmt.Fprintln(stderr, "  "+resolve.Redact(t))
+	}
+	if d.URL == "" {
+		fmt.Fprintln(stderr, "decided by: nothing: this phone would be observed, not answered")
+		return 1, nil
+	}
+	fmt.Fprintln(stdout, d.URL)
+	fmt.Fprintf(stderr, "decided by: %s\n", d.Source)
+	return 0, nil
+}

@@ -1,0 +1,123 @@
+package pnp
+
+import (
+	"net/netip"
+	"strconv"
+
+	"github.com/pnpd/pnpd/sip"
+)
+
+// userAgent names pnpd in what it sends.
+const userAgent = "pnpd"
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// buildOK builds the 200 to a SUBSCRIBE and says where it goes, after
+// RFC 3261 18.2.2 and RFC 3581: with rport to the source address and port,
+// else to the source address and the Via's sent-by port (default 5060).
+func (s *Server) buildOK(m *sip.Message, via sip.Via, p Packet, toTag string) ([]byte, netip.AddrPort) {
+	_, rport := via.Params.Get("rport")
+	src := p.Src
+	dst := src
+	if !rport {
+		port := via.Port
+		if port == 0 {
+			port = 5060
+		}
+		dst = netip.AddrPortFrom(src.Addr(), uint16(port))
+	}
+	srcIP := src.Addr().String()
+	addReceived := rport || string(via.Host) != srcIP
+
+	var b sip.Builder
+	b.Reset(make([]byte, 0, 384+len(m.Get(sip.HdrVia))))
+	b.StatusLine(200, "OK")
+	first := true
+	var vbuf [256]byte
+	for i := range m.Headers {
+		h := &m.Headers[i]
+		if h.ID != sip.HdrVia {
+			continue
+		}
+		sip.SplitComma(h.Value, func(e []byte) bool {
+			if first {
+				first = false
+				b.Header("Via", sip.AppendViaReceived(vbuf[:0], e, srcIP, int(src.Port()), addReceived))
+			} else {
+				b.Header("Via", e)
+			}
+			return true
+		})
+	}
+	b.Header("From", m.Get(sip.HdrFrom))
+	b.Header("To", withTag(m.Get(sip.HdrTo), toTag))
+	b.Header("Call-ID", m.Get(sip.HdrCallID))
+	b.Header("CSeq", m.Get(sip.HdrCSeq))
+	b.HeaderString("Contact", "<sip:"+p.Port.Addr().String()+">")
+	b.HeaderString("Expires", "0")
+	b.HeaderString("User-Agent", userAgent)
+	return b.Body("", nil), dst
+}
+
+// withTag returns the To value with ";tag=tag" appended, unless it has a tag.
+func withTag(to []byte, tag string) []byte {
+	if a, err := sip.ParseAddr(to); err == nil && len(a.Tag()) > 0 {
+		return to
+	}
+	out := make([]byte, 0, len(to)+5+len(tag))
+	out = append(out, to...)
+	out = append(out, ";tag="...)
+	return append(out, tag...)
+}
+
+// buildNotify builds the NOTIFY carrying url and says where it goes: the
+// SUBSCRIBE's Contact, or its source when the Contact names no IPv4 host.
+func (s *Server) buildNotify(m *sip.Message, p Packet, branch, toTag, url string) ([]byte, netip.AddrPort) {
+	local := p.Port.Addr().String()
+	ruri, dst := notifyTarget(m, p.Src)
+
+	event := m.Get(sip.HdrEvent)
+	if _, params, err := sip.ParseEvent(event); err == nil {
+		if _, ok := params.Get("effective-by"); !ok {
+			event = append(append([]byte(nil), event...), ";effective-by=0"...)
+		}
+	}
+
+	var b sip.Builder
+	b.Reset(make([]byte, 0, 512+len(url)))
+	b.RequestLine("NOTIFY", ruri)
+	b.HeaderString("Via", "SIP/2.0/UDP "+local+";branch="+branch+";rport")
+	b.HeaderString("Max-Forwards", "70")
+	b.Header("From", withTag(m.Get(sip.HdrTo), toTag))
+	b.Header("To", m.Get(sip.HdrFrom))
+	b.Header("Call-ID", m.Get(sip.HdrCallID))
+	b.HeaderString("CSeq", "1 NOTIFY")
+	b.HeaderString("Contact", "<sip:"+local+">")
+	b.Header("Event", event)
+	b.HeaderString("Subscription-State", "terminated;reason=timeout")
+	b.HeaderString("User-Agent", userAgent)
+	return b.Body("application/url", []byte(url)), dst
+}
+
+// notifyTarget returns the NOTIFY's Request-URI and destination: the first
+// Contact's URI and its IPv4 host and port (default 5060); without a usable
+// Contact, a URI naming the source.
+func notifyTarget(m *sip.Message, src netip.AddrPort) ([]byte, netip.AddrPort) {
+	var contact []byte
+	sip.SplitComma(m.Get(sip.HdrContact), func(e []byte) bool {
+		contact = e
+		return false
+	})
+	if a, err := sip.ParseAddr(contact); err == nil {
+		if u, err := sip.ParseURI(a.URI); err == nil {
+			if ip, err := netip.ParseAddr(string(u.Host)); err == nil && ip.Is4() {
+				port := u.Port
+				if port == 0 {
+					port = 5060
+				}
+				return a.URI, netip.AddrPortFrom(ip, uint16(port))
+			}
+		}
+	}
+	return []byte("sip:" + src.String()), src
+}

@@ -1,0 +1,229 @@
+package pnp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pnpd/pnpd/pkg/phone"
+	"github.com/pnpd/pnpd/pkg/resolve"
+	"github.com/pnpd/pnpd/sip"
+)
+
+// Defaults of Config.
+const (
+	DefaultT1              = 500 * time.Millisecond
+	DefaultT2              = 4 * time.Second
+	DefaultMaxTransactions = 50000
+	DefaultResolveTimeout  = 2 * time.Second
+)
+
+// ErrShutdown is returned by Shutdown when its context ends before every
+// NOTIFY in flight has finished.
+var ErrShutdown = errors.New("pnp: shutdown: NOTIFYs still in flight")
+
+// Port is where a datagram arrived and where the answers to it leave from.
+// *netio.Iface implements it.
+type Port interface {
+	Name() string
+	// Addr is the unicast address the answers leave from; the Via and
+	// Contact of what is sent name it, so the phone's responses return to it.
+	Addr() netip.AddrPort
+	Send(b []byte, dst netip.AddrPort) error
+}
+
+// Packet is one received datagram. Data is only read during Handle.
+type Packet struct {
+	Data  []byte
+	Src   netip.AddrPort
+	Group bool // sent to the multicast group (else unicast to Port's address)
+	Port  Port
+}
+
+// Config configures a Server. Zero fields take their defaults; NewServer
+// does not modify it.
+type Config struct {
+	Resolver resolve.Resolver // required
+	// Allow lists the source subnets answered. Empty answers any source:
+	// pnpd fills it with the subnets of the joined interfaces by default.
+	Allow           []netip.Prefix
+	Logger          *slog.Logger
+	MaxTransactions int           // open server and client transactions; default 50000
+	T1, T2          time.Duration // RFC 3261 timers; defaults 500 ms and 4 s
+	ResolveTimeout  time.Duration // bound on one Resolve call; default 2 s
+}
+
+// Server answers PnP SUBSCRIBEs. It is safe for concurrent use.
+type Server struct {
+	res      resolve.Resolver
+	allow    []netip.Prefix
+	log      *slog.Logger
+	maxTx    int
+	t1, t2   time.Duration
+	resolveT time.Duration
+
+	msgs sync.Pool // *sip.Message
+
+	mu       sync.Mutex
+	servers  map[string]*serverTx // by branch and sent-by of the SUBSCRIBE
+	clients  map[string]*exchange // by the branch of our NOTIFY
+	dialogs  map[string]*exchange // by Call-ID and From tag: one NOTIFY per dialog
+	closing  bool
+	inflight sync.WaitGroup
+	idle     chan struct{} // closed when closing and no NOTIFY is in flight
+
+	stats counters
+}
+
+// NewServer returns a Server for cfg.
+func NewServer(cfg Config) *Server {
+	s := &Server{
+		res:      cfg.Resolver,
+		allow:    append([]netip.Prefix(nil), cfg.Allow...),
+		log:      cfg.Logger,
+		maxTx:    cfg.MaxTransactions,
+		t1:       cfg.T1,
+		t2:       cfg.T2,
+		resolveT: cfg.ResolveTimeout,
+		servers:  map[string]*serverTx{},
+		clients:  map[string]*exchange{},
+		dialogs:  map[string]*exchange{},
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.maxTx <= 0 {
+		s.maxTx = DefaultMaxTransactions
+	}
+	if s.t1 <= 0 {
+		s.t1 = DefaultT1
+	}
+	if s.t2 <= 0 {
+		s.t2 = DefaultT2
+	}
+	if s.t2 < s.t1 {
+		s.t2 = s.t1
+	}
+	if s.resolveT <= 0 {
+		s.resolveT = DefaultResolveTimeout
+	}
+	s.msgs.New = func() any { return new(sip.Message) }
+	return s
+}
+
+// Serve expires finished transactions until ctx is done. It returns nil.
+func (s *Server) Serve(ctx context.Context) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-tick.C:
+			s.expire(now)
+		}
+	}
+}
+
+// Shutdown stops answering new SUBSCRIBEs and waits until every NOTIFY in
+// flight has its outcome, or ctx ends (then ErrShutdown, and the rest are
+// logged as aborted).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.inflight.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	var open []*exchange
+	for _, ex := range s.clients {
+		open = append(open, ex)
+	}
+	s.mu.Unlock()
+	for _, ex := range open {
+		s.finish(ex, outcomeAborted, 0)
+	}
+	return fmt.Errorf("%w (%d aborted)", ErrShutdown, len(open))
+}
+
+// Handle processes one received datagram: a SUBSCRIBE sent to the group,
+// or a response to one of our NOTIFYs sent to a Port's unicast address.
+func (s *Server) Handle(p Packet) {
+	s.stats.datagrams.Add(1)
+	m := s.msgs.Get().(*sip.Message)
+	defer s.msgs.Put(m)
+	if err := m.Parse(p.Data); err != nil {
+		s.drop(p, dropMalformed, err)
+		return
+	}
+	if !p.Group {
+		s.handleUnicast(p, m)
+		return
+	}
+	s.handleSubscribe(p, m)
+}
+
+// drop counts and logs (at debug) a datagram that gets no answer.
+func (s *Server) drop(p Packet, why dropReason, err error) {
+	s.stats.drops[why].Add(1)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		attrs := []any{"reason", why.String(), "src", p.Src.String(), "iface", portName(p.Port), "bytes", len(p.Data)}
+		if err != nil {
+			attrs = append(attrs, "err", err.Error())
+		}
+		s.log.Debug("dropped", attrs...)
+	}
+}
+
+func portName(p Port) string {
+	if p == nil {
+		return ""
+	}
+	return p.Name()
+}
+
+func (s *Server) allowed(a netip.Addr) bool {
+	if len(s.allow) == 0 {
+		return true
+	}
+	for _, p := range s.allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// identify extracts who the phone says it is.
+func identify(m *sip.Message) phone.Identity {
+	return phone.Identify(phone.Fields{
+		RequestURI: m.RequestURI,
+		From:       m.Get(sip.HdrFrom),
+		To:         m.Get(sip.HdrTo),
+		Contact:    m.Get(sip.HdrContact),
+		UserAgent:  m.Get(sip.HdrUserAgent),
+		Event:      m.Get(sip.HdrEvent),
+	})
+}
+
+// Stats returns a copy of the counters.
+func (s *Server) Stats() Stats { return s.stats.snapshot() }
+
+// Open returns the number of open server and client transactions.
+func (s *Server) Open() (servers, clients int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.servers), len(s.clients)
+}
