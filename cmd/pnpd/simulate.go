@@ -52,14 +52,18 @@ func simulateCmd(args []string, stdout, stderr io.Writer) (int, error) {
 	if res.URL != "" {
 		fmt.Fprintln(stdout, res.URL)
 	}
-	summary(stderr, res)
+	// The summary is the last stderr line, whatever happened.
 	switch {
 	case errors.Is(err, simulate.ErrNoNotify):
 		fmt.Fprintf(stderr, "pnpd simulate: %v\n", err)
+		summary(stderr, res)
 		return 1, nil
 	case err != nil:
-		return 0, err
+		fmt.Fprintf(stderr, "pnpd simulate: %v\n", err)
+		summary(stderr, res)
+		return 1, nil
 	}
+	summary(stderr, res)
 	return 0, nil
 }
 

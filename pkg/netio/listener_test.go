@@ -1,0 +1,140 @@
+package netio_test
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/net/ipv4"
+
+	"github.com/pnpd/pnpd/pkg/netio"
+	"github.com/pnpd/pnpd/pkg/netns"
+)
+
+func lab(t *testing.T) *netns.Pair {
+	t.Helper()
+	if err := netns.Check(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but no network namespaces: %v", err)
+		}
+		t.Skipf("needs network namespaces: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := netns.NewPair(ctx, netns.Options{Subnet: netip.MustParsePrefix("198.18.7.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func TestChooseNamed(t *testing.T) {
+	if _, _, err := netio.Choose([]string{"pnpd-no-such0"}); err == nil {
+		t.Fatal("a missing interface was accepted")
+	}
+}
+
+// TestListen binds the group in namespace A and sends from B: a multicast
+// to the group arrives as a group datagram with the sender's address, a
+// unicast to the interface's unicast socket as a unicast one, and a unicast
+// to the group's port on the interface address never reaches the group
+// socket.
+func TestListen(t *testing.T) {
+	p := lab(t)
+	var l *netio.Listener
+	err := p.A.Do(func() error {
+		chosen, _, err := netio.Choose([]string{p.AIf})
+		if err != nil {
+			return err
+		}
+		l, err = netio.Listen(netio.Config{Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifs := l.Interfaces()
+	if len(ifs) != 1 || ifs[0].Name() != p.AIf || ifs[0].Addr().Addr() != p.AAddr.Addr() || ifs[0].Addr().Port() == 0 {
+		t.Fatalf("interfaces %v", ifs)
+	}
+	got := make(chan netio.Datagram, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- l.Serve(ctx, netio.HandlerFunc(func(d netio.Datagram) {
+			d.Data = append([]byte(nil), d.Data...)
+			got <- d
+		}))
+	}()
+
+	phone, err := p.B.ListenUDP("udp4", &net.UDPAddr{IP: p.BAddr.Addr().AsSlice(), Port: 5059})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+	pc := ipv4.NewPacketConn(phone)
+	ifi, err := p.B.InterfaceByName(p.BIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.SetMulticastInterface(ifi); err != nil {
+		t.Fatal(err)
+	}
+	group := &net.UDPAddr{IP: net.IPv4(224, 0, 1, 75), Port: 5060}
+	if _, err := phone.WriteTo([]byte("to the group"), group); err != nil {
+		t.Fatal(err)
+	}
+	d := wait(t, got)
+	if !d.Group || string(d.Data) != "to the group" || d.Src.String() != p.BAddr.Addr().String()+":5059" || d.Iface.Name() != p.AIf {
+		t.Errorf("group datagram %+v", d)
+	}
+	// A reply leaves from the interface's unicast socket.
+	if err := d.Iface.Send([]byte("reply"), d.Src); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	phone.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := phone.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != "reply" || from != ifs[0].Addr() {
+		t.Fatalf("reply %q from %v, %v; want from %v", buf[:n], from, err, ifs[0].Addr())
+	}
+	if _, err := phone.WriteToUDPAddrPort([]byte("unicast answer"), ifs[0].Addr()); err != nil {
+		t.Fatal(err)
+	}
+	d = wait(t, got)
+	if d.Group || string(d.Data) != "unicast answer" {
+		t.Errorf("unicast datagram %+v", d)
+	}
+	// Unicast to port 5060 of the interface address: nobody listens there,
+	// and the group socket (bound to the group address) must not see it.
+	if _, err := phone.WriteToUDPAddrPort([]byte("stray"), netip.AddrPortFrom(p.AAddr.Addr(), 5060)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-got:
+		t.Errorf("stray unicast reached the handler: %+v", d)
+	case <-time.After(300 * time.Millisecond):
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+func wait(t *testing.T, ch chan netio.Datagram) netio.Datagram {
+	t.Helper()
+	select {
+	case d := <-ch:
+		return d
+	case <-time.After(5 * time.Second):
+		t.Fatal("no datagram")
+		return netio.Datagram{}
+	}
+}
