@@ -313,10 +313,18 @@ func (l *lab) start(sipExtra, resolve string) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	l.run(cfg, "-config", cfgPath)
+}
+
+// run starts `pnpd serve -log-level debug args...` in the pbx namespace and
+// waits for msg=ready; cfg is shown when the test fails.
+func (l *lab) run(cfg string, args ...string) {
+	t := l.t
+	t.Helper()
 	l.log = newSyncBuffer()
 	// The context is a backstop against a pnpd that ignores SIGTERM.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	cmd := l.pbx.Command(ctx, l.bin, "serve", "-config", cfgPath, "-log-level", "debug")
+	cmd := l.pbx.Command(ctx, l.bin, append([]string{"serve", "-log-level", "debug"}, args...)...)
 	cmd.Stdout = l.log
 	cmd.Stderr = l.log
 	cmd.WaitDelay = 5 * time.Second

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -422,5 +423,29 @@ func TestE2EFetch(t *testing.T) {
 	want := []string{"/htek/factory0000.xml", "/htek/cfg0000.xml", "/htek/" + mac + ".cfg", "/htek/cfg" + mac, "/htek/cfg" + mac + ".xml"}
 	if !slices.Equal(paths, want) {
 		t.Errorf("HTTP requests %q, want the Htek order %q", paths, want)
+	}
+}
+
+// Without a configuration file pnpd observes: every phone is logged with
+// what it said it is, none is answered, and the log says how to configure.
+func TestE2EObserveWithoutConfig(t *testing.T) {
+	if _, err := os.Stat("/etc/pnpd/pnpd.toml"); err == nil {
+		t.Skip("/etc/pnpd/pnpd.toml exists on this machine: serve would read it")
+	}
+	l := newLab(t)
+	l.run("(none)")
+	if !strings.Contains(l.log.String(), "observe mode") || !strings.Contains(l.log.String(), "/etc/pnpd/pnpd.toml") {
+		t.Errorf("serve does not say it observes and how to configure it")
+	}
+	r := l.simulate(t, "-vendor", "yealink", "-mac", "0015657322ff", "-timeout", "2s")
+	if r.code != 1 || r.url != "" || len(r.responses) != 0 || r.notifies != 0 {
+		t.Errorf("an observed phone was answered\n%s", r)
+	}
+	kv := l.waitLog(t, map[string]string{"msg": "exchange", "outcome": "observed", "mac": "0015657322ff"})
+	if kv != nil {
+		if kv["brand"] != "yealink" || kv["model"] == "" || kv["firmware"] == "" || kv["iface"] != l.pbxIf ||
+			!strings.HasPrefix(kv["src"], l.phoneIP.String()+":") {
+			t.Errorf("observed line lacks what the phone said: %v", kv)
+		}
 	}
 }
