@@ -1,8 +1,9 @@
 package main
 
-// A deliberately small SIP reader and writer for the integration tests, kept
-// apart from package sip so that the tests check pnpd's packets against an
-// independent reading of RFC 3261.
+// SIP on the wire for the integration tests. What pnpd sends is read with
+// github.com/jart/gosip, the reference parser of the tests (package sip is
+// the code under test), plus checks on the raw bytes where gosip is lenient
+// or lossy. What the tests send is written out as text.
 
 import (
 	"errors"
@@ -12,181 +13,165 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jart/gosip/sip"
 )
 
-// sipMsg is a parsed SIP message.
-type sipMsg struct {
-	start   string // request line or status line
-	headers [][2]string
-	body    string
+// The datagrams the tests send, with LF line ends (a raw string cannot hold
+// a CR): sipText makes them CRLF.
+const (
+	// subscribeTemplate is a Yealink-shaped PnP SUBSCRIBE as in
+	// docs/pnp-protocol.md: %[1]s the MAC, %[2]s the phone's address:port,
+	// %[3]s the Call-ID, %[4]s the Via branch, %[5]s the Event value.
+	subscribeTemplate = `SUBSCRIBE sip:MAC%[1]s@224.0.1.75 SIP/2.0
+Via: SIP/2.0/UDP %[2]s;branch=%[4]s
+From: <sip:MAC%[1]s@224.0.1.75>;tag=1581287404
+To: <sip:MAC%[1]s@224.0.1.75>
+Call-ID: %[3]s
+CSeq: 1 SUBSCRIBE
+Contact: <sip:MAC%[1]s@%[2]s>
+Accept: application/url
+Max-Forwards: 70
+User-Agent: Yealink SIP-T21P 34.72.0.1
+Expires: 0
+Event: %[5]s
+Content-Length: 0
+
+`
+	// optionsTemplate is an OPTIONS to the PnP group: %[1]s the sender's
+	// address:port, %[2]s its address.
+	optionsTemplate = `OPTIONS sip:224.0.1.75 SIP/2.0
+Via: SIP/2.0/UDP %[1]s;branch=z9hG4bKopt1
+From: <sip:probe@%[2]s>;tag=o1
+To: <sip:224.0.1.75>
+Call-ID: options-1@%[2]s
+CSeq: 1 OPTIONS
+Contact: <sip:probe@%[1]s>
+Max-Forwards: 70
+Content-Length: 0
+
+`
+	// okTemplate is a 200 OK to a request whose Via, From, To, Call-ID
+	// and CSeq values, as written, fill it in that order.
+	okTemplate = `SIP/2.0 200 OK
+Via: %s
+From: %s
+To: %s
+Call-ID: %s
+CSeq: %s
+Content-Length: 0
+
+`
+)
+
+// sipText fills template and makes its line ends CRLF.
+func sipText(template string, args ...any) []byte {
+	return []byte(fmt.Sprintf(strings.ReplaceAll(template, "\n", "\r\n"), args...))
 }
 
-// compactNames maps RFC 3261 compact header names to the long ones.
-var compactNames = map[string]string{
-	"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact",
-	"l": "content-length", "c": "content-type", "o": "event", "k": "supported",
-	"u": "allow-events", "s": "subject", "e": "content-encoding",
+// okFor returns the 200 OK answering the request b.
+func okFor(b []byte) []byte {
+	return sipText(okTemplate, rawHeader(b, "Via"), rawHeader(b, "From"), rawHeader(b, "To"),
+		rawHeader(b, "Call-ID"), rawHeader(b, "CSeq"))
 }
 
-// parseSIPMsg parses one datagram; it is strict about the framing pnpd
-// must produce: CRLF line ends, a blank line, and a Content-Length that
-// matches the body.
-func parseSIPMsg(b []byte) (*sipMsg, error) {
-	s := string(b)
-	head, body, ok := strings.Cut(s, "\r\n\r\n")
+// parseSIP reads b with gosip after checking, on the raw bytes, the framing
+// pnpd must produce and gosip does not insist on: CRLF line ends, the blank
+// line, and a Content-Length that matches the body (gosip checks only a
+// non-zero one, and none if the header is missing).
+func parseSIP(b []byte) (msg *sip.Msg, err error) {
+	head, body, ok := strings.Cut(string(b), "\r\n\r\n")
 	if !ok {
 		return nil, errors.New("no CRLF CRLF after the headers")
 	}
-	lines := strings.Split(head, "\r\n")
-	m := &sipMsg{start: lines[0], body: body}
-	if !strings.HasPrefix(m.start, "SIP/2.0 ") && !strings.HasSuffix(m.start, " SIP/2.0") {
-		return nil, fmt.Errorf("start line %q", m.start)
-	}
-	for _, line := range lines[1:] {
+	for _, line := range strings.Split(head, "\r\n") {
 		if strings.ContainsAny(line, "\r\n") {
 			return nil, fmt.Errorf("bare CR or LF in header line %q", line)
 		}
-		if line != "" && (line[0] == ' ' || line[0] == '\t') && len(m.headers) > 0 {
-			m.headers[len(m.headers)-1][1] += " " + strings.TrimSpace(line)
+	}
+	cl := rawHeader(b, "Content-Length")
+	if n, err := strconv.Atoi(cl); err != nil || n != len(body) {
+		return nil, fmt.Errorf("Content-Length %q but body has %d bytes", cl, len(body))
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			msg, err = nil, fmt.Errorf("gosip panicked: %v", p)
+		}
+	}()
+	if msg, err = sip.ParseMsg(b); err != nil {
+		return nil, err
+	}
+	if msg.VersionMajor != 2 || msg.VersionMinor != 0 {
+		return nil, fmt.Errorf("SIP version %d.%d", msg.VersionMajor, msg.VersionMinor)
+	}
+	return msg, nil
+}
+
+// compactNames are the compact forms of the headers rawHeader looks up.
+var compactNames = map[string]string{
+	"via": "v", "from": "f", "to": "t", "call-id": "i", "content-type": "c", "content-length": "l",
+}
+
+// rawHeader returns the value of the first header of b named name (or its
+// compact form), as written but trimmed and unfolded; "" if there is none.
+func rawHeader(b []byte, name string) string {
+	head, _, _ := strings.Cut(string(b), "\r\n\r\n")
+	compact := compactNames[strings.ToLower(name)]
+	var value string
+	found := false
+	for _, line := range strings.Split(head, "\r\n")[1:] {
+		if found {
+			if line == "" || (line[0] != ' ' && line[0] != '\t') {
+				break
+			}
+			value += " " + strings.TrimSpace(line)
 			continue
 		}
-		name, value, ok := strings.Cut(line, ":")
-		if !ok {
-			return nil, fmt.Errorf("header line %q has no colon", line)
+		n, v, ok := strings.Cut(line, ":")
+		n = strings.TrimSpace(n)
+		if ok && (strings.EqualFold(n, name) || compact != "" && strings.EqualFold(n, compact)) {
+			value, found = strings.TrimSpace(v), true
 		}
-		name = strings.ToLower(strings.TrimSpace(name))
-		if long, ok := compactNames[name]; ok {
-			name = long
-		}
-		m.headers = append(m.headers, [2]string{name, strings.TrimSpace(value)})
 	}
-	cl := m.get("content-length")
-	if cl == "" {
-		return nil, errors.New("no Content-Length (required over UDP by pnpd's own rules)")
-	}
-	n, err := strconv.Atoi(cl)
-	if err != nil || n != len(m.body) {
-		return nil, fmt.Errorf("Content-Length %q but body has %d bytes", cl, len(m.body))
-	}
-	return m, nil
+	return value
 }
 
-// get returns the first value of the header named (long form, any case).
-func (m *sipMsg) get(name string) string {
-	name = strings.ToLower(name)
-	for _, h := range m.headers {
-		if h[0] == name {
-			return h[1]
-		}
+// startLine returns the first line of b, as written.
+func startLine(b []byte) string {
+	line, _, _ := strings.Cut(string(b), "\r\n")
+	return line
+}
+
+// paramOf returns the value of the parameter name in ps, "" if absent.
+func paramOf(ps *sip.Param, name string) string {
+	if p := ps.Get(name); p != nil {
+		return p.Value
 	}
 	return ""
 }
 
-// count returns how many header lines have the name.
-func (m *sipMsg) count(name string) int {
-	name = strings.ToLower(name)
-	n := 0
-	for _, h := range m.headers {
-		if h[0] == name {
-			n++
-		}
-	}
-	return n
-}
-
-// isRequest reports whether m is a request with the method.
-func (m *sipMsg) isRequest(method string) bool {
-	return strings.HasPrefix(m.start, method+" ") && strings.HasSuffix(m.start, " SIP/2.0")
-}
-
-// status returns the status code of a response, 0 for a request.
-func (m *sipMsg) status() int {
-	rest, ok := strings.CutPrefix(m.start, "SIP/2.0 ")
-	if !ok {
-		return 0
-	}
-	code, _, _ := strings.Cut(rest, " ")
-	n, _ := strconv.Atoi(code)
-	return n
-}
-
-// requestURI returns the Request-URI of a request.
-func (m *sipMsg) requestURI() string {
-	f := strings.Fields(m.start)
-	if len(f) != 3 {
+// tagOf returns the tag of a From or To, "" if it or the header is missing.
+func tagOf(a *sip.Addr) string {
+	if a == nil {
 		return ""
 	}
-	return f[1]
+	return paramOf(a.Param, "tag")
 }
 
-// param returns the value of ";name=value" in a header value ("" if absent).
-func param(value, name string) string {
-	// Parameters after the closing '>' of a name-addr, or after the
-	// sent-by of a Via.
-	if i := strings.LastIndexByte(value, '>'); i >= 0 {
-		value = value[i+1:]
-	}
-	for _, p := range strings.Split(value, ";")[1:] {
-		k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
-		if strings.EqualFold(k, name) {
-			return strings.Trim(v, `"`)
-		}
+// xHeader returns the value of a header gosip has no field for.
+func xHeader(m *sip.Msg, name string) string {
+	if h := m.XHeader.Get(name); h != nil {
+		return string(h.Value)
 	}
 	return ""
 }
 
-// uriOf returns the URI inside <...> of a name-addr, or the value before any
-// ';' otherwise.
-func uriOf(value string) string {
-	if i := strings.IndexByte(value, '<'); i >= 0 {
-		if j := strings.IndexByte(value[i:], '>'); j > 0 {
-			return value[i+1 : i+j]
-		}
-	}
-	v, _, _ := strings.Cut(value, ";")
-	return strings.TrimSpace(v)
-}
-
-// viaSentBy returns the host:port of a Via value ("SIP/2.0/UDP h:p;...").
-func viaSentBy(value string) string {
-	f := strings.Fields(value)
-	if len(f) < 2 {
+// bodyOf returns the body of m.
+func bodyOf(m *sip.Msg) string {
+	if m.Payload == nil {
 		return ""
 	}
-	sb, _, _ := strings.Cut(f[1], ";")
-	return sb
-}
-
-// yealinkSubscribe returns a Yealink-shaped PnP SUBSCRIBE from src with the
-// given event header value, as in docs/pnp-protocol.md.
-func yealinkSubscribe(mac string, src netip.AddrPort, callID, branch, event string) []byte {
-	return []byte("SUBSCRIBE sip:MAC" + mac + "@224.0.1.75 SIP/2.0\r\n" +
-		"Via: SIP/2.0/UDP " + src.String() + ";branch=" + branch + "\r\n" +
-		"From: <sip:MAC" + mac + "@224.0.1.75>;tag=1581287404\r\n" +
-		"To: <sip:MAC" + mac + "@224.0.1.75>\r\n" +
-		"Call-ID: " + callID + "\r\n" +
-		"CSeq: 1 SUBSCRIBE\r\n" +
-		"Contact: <sip:MAC" + mac + "@" + src.String() + ">\r\n" +
-		"Accept: application/url\r\n" +
-		"Max-Forwards: 70\r\n" +
-		"User-Agent: Yealink SIP-T21P 34.72.0.1\r\n" +
-		"Expires: 0\r\n" +
-		"Event: " + event + "\r\n" +
-		"Content-Length: 0\r\n\r\n")
-}
-
-// okFor returns a 200 OK answering request m.
-func okFor(m *sipMsg) []byte {
-	var b strings.Builder
-	b.WriteString("SIP/2.0 200 OK\r\n")
-	for _, h := range m.headers {
-		switch h[0] {
-		case "via", "from", "to", "call-id", "cseq":
-			b.WriteString(h[0] + ": " + h[1] + "\r\n")
-		}
-	}
-	b.WriteString("Content-Length: 0\r\n\r\n")
-	return []byte(b.String())
+	return string(m.Payload.Data())
 }
 
 // datagram is one received UDP payload with its source.
@@ -225,27 +210,29 @@ func readAll(c net.PacketConn, d time.Duration) ([]datagram, error) {
 }
 
 // readSIP reads datagrams from c until one parses as a SIP message that
-// match accepts, or until timeout; datagrams it skips are returned too.
-func readSIP(c net.PacketConn, timeout time.Duration, match func(*sipMsg) bool) (*sipMsg, netip.AddrPort, []datagram, error) {
+// match accepts, or until timeout, and returns it both as received and as
+// gosip read it; datagrams it skips are returned too.
+func readSIP(c net.PacketConn, timeout time.Duration, match func(*sip.Msg) bool) (datagram, *sip.Msg, []datagram, error) {
 	deadline := time.Now().Add(timeout)
 	var skipped []datagram
 	buf := make([]byte, 65536)
 	for {
 		if err := c.SetReadDeadline(deadline); err != nil {
-			return nil, netip.AddrPort{}, skipped, err
+			return datagram{}, nil, skipped, err
 		}
 		n, addr, err := c.ReadFrom(buf)
 		if err != nil {
-			return nil, netip.AddrPort{}, skipped, err
+			return datagram{}, nil, skipped, err
 		}
-		from := addr.(*net.UDPAddr).AddrPort()
-		m, perr := parseSIPMsg(buf[:n])
+		// A copy: gosip's values for unknown headers point into it.
+		d := datagram{from: addr.(*net.UDPAddr).AddrPort(), data: append([]byte(nil), buf[:n]...)}
+		m, perr := parseSIP(d.data)
 		if perr == nil && match(m) {
-			return m, from, skipped, nil
+			return d, m, skipped, nil
 		}
-		skipped = append(skipped, datagram{from: from, data: append([]byte(nil), buf[:n]...)})
+		skipped = append(skipped, d)
 		if perr != nil {
-			return nil, from, skipped, fmt.Errorf("datagram from %s is no valid SIP: %w\n%q", from, perr, buf[:n])
+			return datagram{}, nil, skipped, fmt.Errorf("datagram from %s is no valid SIP: %w\n%q", d.from, perr, d.data)
 		}
 	}
 }

@@ -284,6 +284,9 @@ func (s *Server) finish(ex *exchange, o outcome, status int) {
 	if o != outcomeProvisioned {
 		level = slog.LevelWarn
 	}
+	if !s.log.Enabled(context.Background(), level) {
+		return
+	}
 	attrs := []any{"outcome", o.String(), "mac", ex.id.MAC, "brand", ex.id.Brand, "model", ex.id.Model,
 		"firmware", ex.id.Firmware, "src", ex.src.String(), "iface", portName(ex.port),
 		"url", resolve.Redact(ex.url), "decided_by", ex.source, "notifies", sends,

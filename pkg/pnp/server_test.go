@@ -81,7 +81,7 @@ const everyone = `
 default = "http://prov.example.com/{vendor}/{mac}"
 `
 
-func readPhone(t *testing.T, name string) []byte {
+func readPhone(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "sip", "testdata", "phones", name))
 	if err != nil {
