@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -138,3 +139,107 @@ func wait(t *testing.T, ch chan netio.Datagram) netio.Datagram {
 		return netio.Datagram{}
 	}
 }
+
+// TestOtherInterfaceDropped: Linux hands a group's datagrams to a socket
+// bound to the group whatever interface they arrive on, once anything on the
+// host joined the group there. A datagram arriving on an interface pnpd did
+// not choose must not reach the handler.
+func TestOtherInterfaceDropped(t *testing.T) {
+	p := lab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A third namespace C, linked to A over a second veth that pnpd does
+	// not choose.
+	c, err := netns.New(ctx, netns.UniqueName(netns.DefaultPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	aOther, cIf := "pnx"+itoa(os.Getpid()%100000)+"a", "pnx"+itoa(os.Getpid()%100000)+"c"
+	steps := [][]string{
+		{"link", "add", aOther, "type", "veth", "peer", "name", cIf, "netns", c.Name},
+		{"addr", "add", "198.18.8.1/24", "dev", aOther},
+		{"link", "set", aOther, "up"},
+	}
+	for _, s := range steps {
+		if _, err := p.A.IP(ctx, s...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range [][]string{{"addr", "add", "198.18.8.2/24", "dev", cIf}, {"link", "set", cIf, "up"}} {
+		if _, err := c.IP(ctx, s...); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var l *netio.Listener
+	var other *net.UDPConn
+	err = p.A.Do(func() error {
+		chosen, _, err := netio.Choose([]string{p.AIf})
+		if err != nil {
+			return err
+		}
+		l, err = netio.Listen(netio.Config{Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen})
+		if err != nil {
+			return err
+		}
+		// Something else on the host joins the group on the other link.
+		other, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(198, 18, 8, 1), Port: 0})
+		if err != nil {
+			return err
+		}
+		ifi, err := net.InterfaceByName(aOther)
+		if err != nil {
+			return err
+		}
+		return ipv4.NewPacketConn(other).JoinGroup(ifi, &net.UDPAddr{IP: net.IPv4(224, 0, 1, 75)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	got := make(chan netio.Datagram, 16)
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	go l.Serve(sctx, netio.HandlerFunc(func(d netio.Datagram) {
+		d.Data = append([]byte(nil), d.Data...)
+		got <- d
+	}))
+
+	send := func(ns *netns.NS, ifname string, src netip.Addr, payload string) {
+		t.Helper()
+		conn, err := ns.ListenUDP("udp4", &net.UDPAddr{IP: src.AsSlice()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ifi, err := ns.InterfaceByName(ifname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ipv4.NewPacketConn(conn).SetMulticastInterface(ifi); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.WriteTo([]byte(payload), &net.UDPAddr{IP: net.IPv4(224, 0, 1, 75), Port: 5060}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(c, cIf, netip.MustParseAddr("198.18.8.2"), "from the other link")
+	// The kernel delivers that datagram to the group socket (the membership
+	// on the other link lets it in; without the listener's arrival-interface
+	// check this test fails, as tried). Send on the chosen link afterwards
+	// and expect only that one to reach the handler.
+	time.Sleep(200 * time.Millisecond)
+	send(p.B, p.BIf, p.BAddr.Addr(), "from the chosen link")
+	d := wait(t, got)
+	if string(d.Data) != "from the chosen link" {
+		t.Errorf("handler got %q from %v on %s", d.Data, d.Src, d.Iface.Name())
+	}
+	select {
+	case d := <-got:
+		t.Errorf("another datagram reached the handler: %q", d.Data)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
