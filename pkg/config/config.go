@@ -231,9 +231,13 @@ func (v *validator) build(r *raw) *Config {
 		cfg.SIP.Port = *r.SIP.Port
 	}
 
-	cfg.Resolve.Default = r.Resolve.Default
-	if err := checkTemplate(r.Resolve.Default); err != nil {
+	cfg.Resolve.Default = strings.TrimSpace(r.Resolve.Default)
+	if err := checkTemplate(cfg.Resolve.Default); err != nil {
 		v.fail("resolve.default", "%v", err)
+	}
+	if d := cfg.Resolve.Default; d != "" && !strings.HasSuffix(d, "/") {
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: does not end in \"/\": grandstream and escene phones that get it append file names to it",
+			v.at("resolve.default")))
 	}
 	for i, rr := range r.Resolve.Rule {
 		cfg.Resolve.Rules = append(cfg.Resolve.Rules, v.rule(i, rr, cfg))
@@ -305,8 +309,9 @@ func (v *validator) rule(i int, rr rawRule, cfg *Config) Rule {
 		v.fail(fmt.Sprintf("resolve.rule[%d]", i+1), "no match keys (mac, mac_prefix, vendor, model, subnet, interface); use [resolve] default for a catch-all")
 	}
 	if (ru.Vendor == "grandstream" || ru.Vendor == "escene") && ru.URL != "" && !strings.HasSuffix(ru.URL, "/") {
-		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: %s phones append file names to the URL: it should end in \"/\" (%s)",
-			v.at(key("url")), ru.Vendor, ru.URL))
+		// The URL itself is not repeated: it may carry credentials.
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: %s phones append file names to the URL: it should end in \"/\"",
+			v.at(key("url")), ru.Vendor))
 	}
 	return ru
 }

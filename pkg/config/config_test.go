@@ -142,3 +142,32 @@ func TestGlob(t *testing.T) {
 		}
 	}
 }
+
+func TestWarnings(t *testing.T) {
+	for _, tt := range []struct {
+		name, text string
+		want       []string
+	}{
+		{"clean", "[resolve]\ndefault = \"http://p/{vendor}/\"\n[[resolve.rule]]\nvendor = \"grandstream\"\nurl = \"http://gs/\"\n", nil},
+		{"default without slash", "[resolve]\ndefault = \"http://p/x.cfg\"\n", []string{"line 2: resolve.default: does not end"}},
+		{"escene rule", "[[resolve.rule]]\nvendor = \"escene\"\nurl = \"http://user:secret@e/cfg\"\n", []string{"matches none of the brands", `escene phones append file names to the URL: it should end in "/"`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Warnings) != len(tt.want) {
+				t.Fatalf("warnings %q, want %d", c.Warnings, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(c.Warnings[i], w) {
+					t.Errorf("warning %q lacks %q", c.Warnings[i], w)
+				}
+				if strings.Contains(c.Warnings[i], "secret") {
+					t.Errorf("warning %q shows a credential", c.Warnings[i])
+				}
+			}
+		})
+	}
+}
