@@ -18,7 +18,8 @@
 // Identify runs once per SUBSCRIBE on a port anyone can reach: it does not
 // panic on any input, reads only bounded prefixes of the values it is given,
 // and allocates at most once per call (one string that MAC, Model, Firmware and
-// Profile share).
+// Profile share) when those values are valid SIP; it parses them with the sip
+// package, whose errors for values it refuses cost one small allocation each.
 //
 // The OUI table (oui_table.go) is generated from the IEEE MA-L registry by
 // internal/ouigen; run `go generate ./pkg/phone` with Debian's ieee-data

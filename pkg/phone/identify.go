@@ -1,6 +1,10 @@
 package phone
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/pnpd/pnpd/sip"
+)
 
 // Limits on what Identify reads and returns.
 const (
@@ -42,7 +46,11 @@ type Identity struct {
 // 12-digit User-Agent token counts only if it contains a hex letter or has a
 // known brand's OUI, so that a build number is not taken for a MAC. URIs win
 // over the User-Agent: Htek's User-Agent carries a 12-hex token that is not the
-// Request-URI's MAC. Host parts (IP addresses) are never read as MACs.
+// Request-URI's MAC. Host parts (IP addresses) are never read as MACs. The URIs
+// are read with the sip package (ParseURI; ParseAddr on From, To and the first
+// element of Contact): a value it refuses gives no MAC, except that a MAC
+// written with colons (MAC:00:1F:C1:1B:4E:1C), which RFC 3261 does not allow
+// in a URI, is still read.
 //
 // Brand: from the Event vendor parameter (Panasonic spells it vender) unless it
 // is "OEM", empty or not a known brand ("PLANET" is fanvil); else from the
@@ -63,16 +71,23 @@ type Identity struct {
 // Profile is the Event profile-type parameter, quotes stripped, if it is a
 // token of at most MaxProfileSize bytes.
 //
-// Identify never panics and allocates at most once.
+// The Event is read with sip.ParseEvent. When it refuses the value, Identify
+// uses the parameters before the one that breaks the syntax and, if that one
+// is a quoted value without its closing quote, that value up to the end.
+//
+// Identify never panics. It allocates at most once (one string that MAC,
+// Model, Firmware and Profile share) when the values it parses are valid SIP
+// or in the spellings above; each value that the sip package refuses costs one
+// small allocation more (sip's error), so at most six in all.
 func Identify(f Fields) Identity {
 	var id Identity
 
-	var mac [6]byte
-	haveMAC := false
-	for _, v := range [...][]byte{f.RequestURI, f.To, f.From, f.Contact} {
-		if mac, haveMAC = macFromURI(clip(v)); haveMAC {
+	mac, haveMAC := macFromURI(trimSpace(clip(f.RequestURI)))
+	for _, v := range [...][]byte{f.To, f.From, f.Contact} {
+		if haveMAC {
 			break
 		}
+		mac, haveMAC = macFromAddr(clip(v))
 	}
 	ua := clip(f.UserAgent)
 	if !haveMAC {
@@ -202,38 +217,106 @@ func clip(v []byte) []byte {
 
 // ---- MAC addresses ----
 
-// macFromURI reads a MAC from the user part of a URI, a name-addr or an
-// addr-spec: "MAC" (any case), an optional ':', '=', '-' or '_', then a MAC in
-// a spelling NormalizeMAC accepts; %-escapes are decoded first.
-func macFromURI(v []byte) ([6]byte, bool) {
-	user := uriUser(v)
-	for i, c := range user {
-		if c == ';' { // user parameters
-			user = user[:i]
-			break
+// macFromAddr reads a MAC from the URI of a From, To or Contact value (of a
+// Contact list, the first element).
+func macFromAddr(v []byte) ([6]byte, bool) {
+	var first []byte
+	sip.SplitComma(v, func(elem []byte) bool {
+		first = elem
+		return false
+	})
+	if first == nil { // absent or empty: no sip error to pay for
+		return [6]byte{}, false
+	}
+	a, err := sip.ParseAddr(first)
+	if err != nil {
+		return [6]byte{}, false
+	}
+	return macFromURI(a.URI)
+}
+
+// macFromURI reads a MAC from the user part of a sip: or sips: URI: "MAC"
+// (any case), an optional ':', '=', '-' or '_', then a MAC in a spelling
+// NormalizeMAC accepts. User parameters (from ';') are ignored, %-escapes are
+// decoded, and user and password count as one ("MAC:001122334455").
+func macFromURI(uri []byte) ([6]byte, bool) {
+	user, password, ok := colonUserinfo(uri)
+	if !ok {
+		if len(uri) == 0 {
+			return [6]byte{}, false
+		}
+		u, err := sip.ParseURI(uri)
+		if err != nil {
+			return [6]byte{}, false
+		}
+		user, password = u.User, u.Password
+	}
+	if i := bytes.IndexByte(user, ';'); i >= 0 { // user parameters
+		user, password = user[:i], nil
+	}
+	if i := bytes.IndexByte(password, ';'); i >= 0 { // only in a colonUserinfo
+		password = password[:i]
+	}
+	var dec [32]byte // longer is too long to be "MAC" and a MAC
+	n, ok := unescape(dec[:], 0, user)
+	if ok && password != nil {
+		if ok = n < len(dec); ok {
+			dec[n] = ':'
+			n, ok = unescape(dec[:], n+1, password)
 		}
 	}
-	var dec [32]byte
-	n := 0
-	for i := 0; i < len(user); i++ {
-		c := user[i]
-		if c == '%' && i+2 < len(user) {
-			if b, ok := hexByte(user[i+1], user[i+2]); ok {
+	d := dec[:n]
+	if !ok || len(d) < 3 || !equalFoldASCII(d[:3], "mac") {
+		return [6]byte{}, false
+	}
+	return macAfterPrefix(d[3:])
+}
+
+// colonUserinfo is the fallback for a MAC written with colons after "MAC"
+// (MAC:00:1F:C1:1B:4E:1C, MAC=00:1f:c1:1b:4e:1c, MAC%3a00:1F:...; see
+// Identify): its userinfo has a second ':', which lands in the URI password,
+// where RFC 3261 allows none, so sip.ParseURI refuses the URI. For a userinfo
+// with more than one ':' colonUserinfo splits it as ParseURI would: the
+// userinfo ends at the first '@', the password starts after the first ':'. It
+// is tried before ParseURI so that this spelling does not cost ParseURI's error
+// (an allocation) on top of Identify's one.
+func colonUserinfo(uri []byte) (user, password []byte, ok bool) {
+	s := bytes.IndexByte(uri, ':')
+	if s < 0 || !equalFoldASCII(uri[:s], "sip") && !equalFoldASCII(uri[:s], "sips") {
+		return nil, nil, false
+	}
+	ui := uri[s+1:]
+	at := bytes.IndexByte(ui, '@')
+	if at < 0 {
+		return nil, nil, false
+	}
+	ui = ui[:at]
+	c := bytes.IndexByte(ui, ':')
+	if c < 0 || bytes.IndexByte(ui[c+1:], ':') < 0 {
+		return nil, nil, false
+	}
+	return ui[:c], ui[c+1:], true
+}
+
+// unescape copies s to dst[n:] with %HH escapes decoded (a '%' without two hex
+// digits stays as it is) and returns the new length; ok is false when dst is
+// too small.
+func unescape(dst []byte, n int, s []byte) (int, bool) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '%' && i+2 < len(s) {
+			if b, ok := hexByte(s[i+1], s[i+2]); ok {
 				c = b
 				i += 2
 			}
 		}
-		if n == len(dec) {
-			return [6]byte{}, false // too long to be "MAC" and a MAC
+		if n == len(dst) {
+			return n, false
 		}
-		dec[n] = c
+		dst[n] = c
 		n++
 	}
-	d := dec[:n]
-	if len(d) < 3 || !equalFoldASCII(d[:3], "mac") {
-		return [6]byte{}, false
-	}
-	return macAfterPrefix(d[3:])
+	return n, true
 }
 
 // macAfterPrefix reads what follows "MAC": an optional ':', '=', '-' or '_'
@@ -246,55 +329,6 @@ func macAfterPrefix(d []byte) ([6]byte, bool) {
 		}
 	}
 	return parseMAC(d)
-}
-
-// uriUser returns the raw (still %-escaped) userinfo of the sip: or sips: URI
-// in v, which may be a bare URI, an addr-spec with header parameters, or a
-// name-addr with a display name. nil when the URI has no userinfo.
-func uriUser(v []byte) []byte {
-	v = trimSpace(v)
-	if lt := angleStart(v); lt >= 0 {
-		v = v[lt+1:]
-		if gt := bytes.IndexByte(v, '>'); gt >= 0 {
-			v = v[:gt]
-		}
-		v = trimSpace(v)
-	}
-	var rest []byte
-	switch {
-	case len(v) >= 4 && equalFoldASCII(v[:4], "sip:"):
-		rest = v[4:]
-	case len(v) >= 5 && equalFoldASCII(v[:5], "sips:"):
-		rest = v[5:]
-	default:
-		return nil
-	}
-	for i, c := range rest {
-		switch c {
-		case '@':
-			return rest[:i]
-		case '>', '<', '?', ',', '"', ' ', '\t':
-			return nil
-		}
-	}
-	return nil
-}
-
-// angleStart returns the index of the first '<' outside a quoted display name,
-// or -1.
-func angleStart(v []byte) int {
-	quoted := false
-	for i := 0; i < len(v); i++ {
-		switch c := v[i]; {
-		case quoted && c == '\\':
-			i++
-		case c == '"':
-			quoted = !quoted
-		case !quoted && c == '<':
-			return i
-		}
-	}
-	return -1
 }
 
 // macFromUA returns the first MAC-looking token of a User-Agent value.
@@ -349,88 +383,88 @@ type event struct {
 	haveModel, haveVersion  bool
 }
 
-// parseEvent reads `package;name=value;name="quoted value"...`. Parameter names
-// compare case-insensitively; the first occurrence wins; whitespace around ';'
-// and '=' is allowed.
+// parseEvent reads `package;name=value;name="quoted value"...` with
+// sip.ParseEvent. Parameter names compare case-insensitively; the first
+// occurrence wins (of vendor/vender, the first that names a brand; of
+// profile-type, the first usable one).
+//
+// Fallback: sip.ParseEvent refuses the whole value when one parameter breaks
+// the syntax, as does a value cut at MaxFieldSize. Identify has always read
+// what it could there, so then it takes the parameters before the broken one
+// (sip.Params stops at it) and, when the broken one is a quoted value without
+// its closing quote (`;profile-type="device`), that value up to the end.
 func parseEvent(v []byte) event {
 	var e event
-	semi := bytes.IndexByte(v, ';')
-	if semi < 0 {
+	if len(v) == 0 {
 		return e
 	}
-	rest := v[semi+1:]
-	for len(rest) > 0 {
-		end := paramEnd(rest)
-		p := rest[:end]
-		if end < len(rest) {
-			rest = rest[end+1:]
-		} else {
-			rest = nil
+	_, params, err := sip.ParseEvent(v)
+	var tailName, tailValue []byte
+	if err != nil {
+		semi := bytes.IndexByte(v, ';')
+		if semi < 0 {
+			return e
 		}
-		name, val := p, []byte(nil)
-		if eq := bytes.IndexByte(p, '='); eq >= 0 {
-			name, val = p[:eq], unquote(trimSpace(p[eq+1:]))
+		params = sip.Params(v[semi:])
+		if pe, ok := err.(*sip.ParseError); ok {
+			tailName, tailValue = unterminated(v, pe.Offset)
 		}
-		name = trimSpace(name)
-		switch {
-		case equalFoldASCII(name, "vendor"), equalFoldASCII(name, "vender"):
-			if e.brand == "" {
-				if b, _ := brandPrefix(trimSpace(val)); b != "" {
-					e.brand = b
-				}
-			}
-		case equalFoldASCII(name, "model"):
-			if !e.haveModel {
-				e.model, e.haveModel = trimSpace(val), true
-			}
-		case equalFoldASCII(name, "version"):
-			if !e.haveVersion {
-				e.version, e.haveVersion = trimSpace(val), true
-			}
-		case equalFoldASCII(name, "profile-type"):
-			if e.profile == nil && val != nil {
-				pv := trimSpace(val)
-				if len(pv) > 0 && len(pv) <= MaxProfileSize && isToken(pv) {
-					e.profile = pv
-				}
-			}
-		}
+	}
+	params.Each(func(name, value []byte) bool {
+		e.param(name, value)
+		return true
+	})
+	if tailName != nil {
+		e.param(tailName, tailValue)
 	}
 	return e
 }
 
-// paramEnd returns the index of the first ';' outside quotes, or len(v).
-func paramEnd(v []byte) int {
-	quoted := false
-	for i := 0; i < len(v); i++ {
-		switch c := v[i]; {
-		case quoted && c == '\\':
-			i++
-		case c == '"':
-			quoted = !quoted
-		case !quoted && c == ';':
-			return i
+// param takes one Event parameter; value is nil for a flag parameter.
+func (e *event) param(name, value []byte) {
+	switch {
+	case equalFoldASCII(name, "vendor"), equalFoldASCII(name, "vender"):
+		if e.brand == "" {
+			e.brand, _ = brandPrefix(trimSpace(value))
+		}
+	case equalFoldASCII(name, "model"):
+		if !e.haveModel {
+			e.model, e.haveModel = trimSpace(value), true
+		}
+	case equalFoldASCII(name, "version"):
+		if !e.haveVersion {
+			e.version, e.haveVersion = trimSpace(value), true
+		}
+	case equalFoldASCII(name, "profile-type"):
+		if e.profile == nil && value != nil {
+			pv := trimSpace(value)
+			if len(pv) > 0 && len(pv) <= MaxProfileSize && isToken(pv) {
+				e.profile = pv
+			}
 		}
 	}
-	return len(v)
 }
 
-// unquote strips one pair of double quotes; an unterminated quote keeps the
-// rest. Backslash escapes are left in place (okValue then rejects the value).
-func unquote(v []byte) []byte {
-	if len(v) == 0 || v[0] != '"' {
-		return v
+// unterminated returns the parameter `name="...` of v whose quoted value
+// sip.ParseEvent found unterminated, given the offset of the quote at which it
+// stopped; the value is the rest of v. nil when the error is another one.
+func unterminated(v []byte, quote int) (name, value []byte) {
+	if quote >= len(v) || v[quote] != '"' {
+		return nil, nil
 	}
-	v = v[1:]
-	for i := 0; i < len(v); i++ {
-		switch v[i] {
-		case '\\':
-			i++
-		case '"':
-			return v[:i]
-		}
+	eq := len(bytes.TrimRight(v[:quote], " \t"))
+	if eq == 0 || v[eq-1] != '=' {
+		return nil, nil
 	}
-	return v
+	end := len(bytes.TrimRight(v[:eq-1], " \t"))
+	start := end
+	for start > 0 && isToken(v[start-1:start]) {
+		start--
+	}
+	if start == end {
+		return nil, nil
+	}
+	return v[start:end], v[quote+1:]
 }
 
 // isToken reports whether v is an RFC 3261 token.

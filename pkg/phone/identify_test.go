@@ -4,16 +4,19 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pnpd/pnpd/sip"
 )
 
 // phonesDir holds real phone-shaped SUBSCRIBEs (owned by the sip package).
 const phonesDir = "../../sip/testdata/phones"
 
 // splitSUBSCRIBE is a test-only header splitter, so that these tests do not
-// depend on the sip package: it unfolds continuation lines, knows the compact
-// names that matter (f t m o), and ignores everything else.
+// depend on the sip package's message parser: it unfolds continuation lines,
+// knows the compact names that matter (f t m o), and ignores everything else.
 func splitSUBSCRIBE(t testing.TB, msg []byte) Fields {
 	t.Helper()
 	msg = bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n"))
@@ -117,6 +120,12 @@ func TestIdentifyOdd(t *testing.T) {
 			Identity{MAC: "001fc11b4e1c", Brand: "htek"}},
 		{"MAC equals", Fields{RequestURI: []byte("sip:mac=001565AABBCC@h")},
 			Identity{MAC: "001565aabbcc", Brand: "yealink"}},
+		{"MAC equals colon-separated", Fields{RequestURI: []byte("sip:MAC=00:15:65:AA:BB:CC@h")},
+			Identity{MAC: "001565aabbcc", Brand: "yealink"}},
+		{"MAC escaped colon, colon-separated", Fields{RequestURI: []byte("sip:MAC%3a00:15:65:aa:bb:cc@h")},
+			Identity{MAC: "001565aabbcc", Brand: "yealink"}},
+		{"MAC colon-separated in To", Fields{To: []byte("<sip:MAC:00:1F:C1:1B:4E:1C@h>")},
+			Identity{MAC: "001fc11b4e1c", Brand: "htek"}},
 		{"MAC user params", Fields{RequestURI: []byte("sip:MAC001565aabbcc;user=phone@h")},
 			Identity{MAC: "001565aabbcc", Brand: "yealink"}},
 		{"MAC escaped twice is not a MAC", Fields{RequestURI: []byte("sip:MAC%3a%3a001565aabbcc@h")}, Identity{}},
@@ -134,6 +143,8 @@ func TestIdentifyOdd(t *testing.T) {
 		{"quoted display name with angle", Fields{From: []byte(`"a<b\"c" <sip:MAC001565aabbcc@h>;tag=1`)},
 			Identity{MAC: "001565aabbcc", Brand: "yealink"}},
 		{"Contact only", Fields{Contact: []byte("<sip:MAC=00304fa99948@192.168.1.179:5060>")},
+			Identity{MAC: "00304fa99948", Brand: "fanvil"}},
+		{"Contact list", Fields{Contact: []byte(`"a, b" <sip:MAC=00304fa99948@192.168.1.179:5060>, <sip:x@h>`)},
 			Identity{MAC: "00304fa99948", Brand: "fanvil"}},
 		{"URI beats User-Agent token", Fields{RequestURI: []byte(ruri), UserAgent: []byte("Htek UC912G 001fc1200b41")},
 			Identity{MAC: "001fc11b4e1c", Brand: "htek", Model: "UC912G"}},
@@ -214,7 +225,62 @@ func TestIdentifyOdd(t *testing.T) {
 			if got := Identify(tt.f); got != tt.want {
 				t.Errorf("Identify =\n %+v, want\n %+v", got, tt.want)
 			}
+			if n := testing.AllocsPerRun(100, func() { Identify(tt.f) }); n > 1 {
+				t.Errorf("Identify allocates %v times, want <= 1", n)
+			}
 		})
+	}
+}
+
+// TestIdentifyEventFallback covers Event values that sip.ParseEvent refuses:
+// the parameters before the broken one count, and a quoted value without its
+// closing quote runs to the end. sip's error costs one allocation.
+func TestIdentifyEventFallback(t *testing.T) {
+	tests := []struct {
+		name  string
+		event string
+		want  Identity
+	}{
+		{"unterminated quote after others", `ua-profile;vendor="Snom";model = "D785`, Identity{Brand: "snom", Model: "D785"}},
+		{"cut at MaxFieldSize", `ua-profile;vendor="Yealink";model="T2` + strings.Repeat("1", MaxFieldSize),
+			Identity{Brand: "yealink"}}, // the model, cut, is too long
+		{"trailing semicolon", `ua-profile;model="T21";version="1.2";`, Identity{Model: "T21", Firmware: "1.2"}},
+		{"no package", `;profile-type="user";model="D785"`, Identity{Model: "D785", Profile: "user"}},
+		{"broken parameter ends the list", `ua-profile;model="T21";;version="1.2"`, Identity{Model: "T21"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := Fields{Event: []byte(tt.event)}
+			if _, _, err := sip.ParseEvent(clip(f.Event)); err == nil {
+				t.Fatalf("sip.ParseEvent accepts %q: not a fallback case", tt.event)
+			}
+			if got := Identify(f); got != tt.want {
+				t.Errorf("Identify =\n %+v, want\n %+v", got, tt.want)
+			}
+			if n := testing.AllocsPerRun(100, func() { Identify(f) }); n > 2 {
+				t.Errorf("Identify allocates %v times, want <= 2", n)
+			}
+		})
+	}
+}
+
+// TestIdentifyAllocsRefused checks the documented bound for values the sip
+// package refuses: one allocation for the result and one per refused value.
+func TestIdentifyAllocsRefused(t *testing.T) {
+	f := Fields{
+		RequestURI: []byte("sip:MAC001565aabbcc@h:99999"),
+		From:       []byte("<sip:MAC001565aabbcc@h"),
+		To:         []byte("sip:MAC001565aabbcc@h;tag=\"x"),
+		Contact:    []byte("< sip:MAC001565aabbcc@h >"),
+		UserAgent:  []byte("Yealink SIP-T21P 34.72.0.1"),
+		Event:      []byte(`ua-profile;;vendor="Yealink"`),
+	}
+	want := Identity{Brand: "yealink", Model: "SIP-T21P", Firmware: "34.72.0.1"}
+	if got := Identify(f); got != want {
+		t.Errorf("Identify =\n %+v, want\n %+v", got, want)
+	}
+	if n := testing.AllocsPerRun(100, func() { Identify(f) }); n > 6 {
+		t.Errorf("Identify allocates %v times, want <= 6", n)
 	}
 }
 
@@ -232,5 +298,25 @@ func BenchmarkIdentify(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Identify(f)
+	}
+}
+
+// BenchmarkIdentifyPhones runs Identify on each phone file, one sub-benchmark
+// a phone.
+func BenchmarkIdentifyPhones(b *testing.B) {
+	phones := readPhones(b)
+	names := make([]string, 0, len(phones))
+	for name := range phones {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		f := phones[name]
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Identify(f)
+			}
+		})
 	}
 }

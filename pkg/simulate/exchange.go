@@ -342,6 +342,17 @@ func (r *runner) notifyOK(raw rawMessage, msg *sip.Msg) []byte {
 	return b.buf
 }
 
+// msgWriter appends CRLF-terminated lines. The phone writes its messages
+// itself, not with pnpd's sip.Builder, so that pnpd's parser meets a writer
+// other than its own, as gosip checks what pnpd's builder writes.
+type msgWriter struct{ buf []byte }
+
+func (w *msgWriter) line(s string) { w.buf = append(append(w.buf, s...), "\r\n"...) }
+func (w *msgWriter) header(name, value string) {
+	w.buf = append(append(append(w.buf, name...), ": "...), value...)
+	w.buf = append(w.buf, "\r\n"...)
+}
+
 // sameURI compares what identifies a SIP URI for our purposes: scheme, user,
 // password, host and port as written (no default port filled in: RFC 3261
 // 19.1.4 says a URI with a port never equals one without).

@@ -9,69 +9,187 @@ import (
 	"github.com/pnpd/pnpd/pkg/phone"
 )
 
-// shape is how one brand's phone speaks PnP: its source port, the OUI its
-// default MAC comes from, the model it claims and the files it fetches. The
-// SUBSCRIBE itself is written by buildSubscribe, one case per brand, following
-// sip/testdata/phones/<brand>.sip line by line.
+// shape is how one brand's phone speaks PnP: its source port, the block its
+// default MAC comes from, the model it claims, its SUBSCRIBE and the files it
+// fetches.
 type shape struct {
 	brand string
-	port  int     // source port = Via = Contact port
-	oui   [3]byte // block of the default random MAC
-	rport bool    // Via carries ;rport
-	model string  // for {MODEL} in Panasonic URLs and file names
-	fw    string  // for {fwver}
-	ua    string  // User-Agent, also sent on HTTP fetches (%s = MAC where the brand puts it)
-	fetch fetchPlan
+	port  int    // source port = Via = Contact port
+	oui   string // block of the default random MAC, 6 hex digits: the captured phone's
+	rport bool   // Via carries ;rport
+	model string // for {model}, and {MODEL} in Panasonic URLs and file names
+	fw    string // for {fw}, and {fwver} in Panasonic URLs
+	ua    string // for {ua}, also sent on HTTP fetches; may hold {mac}, {MAC} and {uamac}
+	// vendor is for {vendor}, unless the MAC is in own's block: then own's
+	// User-Agent and vendor replace ua and vendor.
+	vendor    string
+	own       *variant
+	subscribe string // the SUBSCRIBE template (see buildSubscribe)
+	fetch     fetchPlan
 }
+
+// variant is the phone a shape speaks as when its MAC is in the block oui.
+type variant struct{ oui, ua, vendor string }
+
+// The SUBSCRIBE of each brand, line for line as sip/testdata/phones/<brand>.sip
+// shows it, without the Content-Length that ends them all. buildSubscribe fills
+// in the placeholders: {mac} and {MAC} (the MAC in lower and upper case), {ip}
+// and {port} (the phone's address), {via}, {tag} (";tag=..." or nothing),
+// {call-id}, {ua}, {vendor}, {model} and {fw}.
+const (
+	// Htek and Yealink.
+	subscribeYealink = `SUBSCRIBE sip:MAC{mac}@224.0.1.75 SIP/2.0
+Via: {via}
+From: <sip:MAC{mac}@224.0.1.75>{tag}
+To: <sip:MAC{mac}@224.0.1.75>
+Call-ID: {call-id}
+CSeq: 1 SUBSCRIBE
+Contact: <sip:MAC{mac}@{ip}:{port}>
+Accept: application/url
+Max-Forwards: 70
+User-Agent: {ua}
+Expires: 0
+Event: ua-profile;profile-type="device";vendor="{vendor}";model="{model}";version="{fw}"
+`
+	subscribeSnom = `SUBSCRIBE sip:MAC%3a{MAC}@intern.snom.de SIP/2.0
+Via: {via}
+From: <sip:MAC%3a{MAC}@intern.snom.de>{tag}
+To: <sip:MAC%3a{MAC}@intern.snom.de>
+Call-ID: {call-id}
+CSeq: 1 SUBSCRIBE
+Max-Forwards: 70
+Contact: <sip:{ip}:{port}>
+Event: ua-profile;profile-type="device";vendor="{vendor}";model="OEM";version="{fw}"
+Expires: 0
+Accept: application/url
+User-Agent: {ua}
+`
+	subscribeGigaset = `SUBSCRIBE sip:MAC%3A{MAC}@local SIP/2.0
+Via: {via}
+From: <sip:MAC%3A{MAC}@local>{tag}
+To: <sip:MAC%3A{MAC}@local>
+Call-ID: {call-id}
+CSeq: 1 SUBSCRIBE
+Contact: <sip:MAC%3A{MAC}@{ip}:{port}>
+Max-Forwards: 70
+User-Agent: {ua}
+Event: ua-profile;profile-type="device";vendor="{vendor}";model="OEM";version="{fw}"
+Expires: 0
+Accept: application/url
+`
+	subscribeGrandstream = `SUBSCRIBE sip:MAC%3A{MAC}@224.0.1.75 SIP/2.0
+Via: {via}
+From: <sip:MAC%3A{MAC}@224.0.1.75>{tag}
+To: <sip:MAC%3A{MAC}@224.0.1.75>
+Call-ID: {call-id}
+CSeq: 20000 SUBSCRIBE
+Contact: <sip:{ip}:{port}>
+Max-Forwards: 70
+User-Agent: {ua}
+Supported: replaces, path, timer
+Event: ua-profile;profile-type="device";vendor="{vendor}";model="{model}";version="{fw}"
+Accept: application/url
+Allow-Events: ua-profile
+Expires: 0
+`
+	// Fanvil and PLANET phones send model "VOIP PHONE" whatever they are.
+	subscribeFanvil = `SUBSCRIBE sip:MAC={mac}@224.0.1.75 SIP/2.0
+Via: {via}
+From: <sip:MAC={mac}@224.0.1.75>{tag}
+To: <sip:MAC={mac}@224.0.1.75>
+Call-ID: {call-id}
+CSeq: 1 SUBSCRIBE
+Contact: <sip:MAC={mac}@{ip}:{port}>
+Accept: application/url
+Max-Forwards: 70
+User-Agent: {ua}
+Expires: 0
+Event: ua-profile;profile-type="device";vendor="{vendor}";model="VOIP PHONE";version="{fw}"
+`
+	// Panasonic spells the vendor parameter "vender".
+	subscribePanasonic = `SUBSCRIBE sip:MAC{mac}@224.0.1.75 SIP/2.0
+Via: {via}
+From: <sip:MAC{mac}@224.0.1.75>{tag}
+To: <sip:MAC{mac}@224.0.1.75>
+Call-ID: {call-id}
+CSeq: 1 SUBSCRIBE
+Contact: <sip:MAC{mac}@{ip}:{port}>
+Max-Forwards: 70
+User-Agent: {ua}
+Event: ua-profile;profile-type="device";vender="{vendor}";model="{model}";version="{fw}"
+Expires: 0
+Accept: application/url
+`
+	// AudioCodes sends no MAC at all.
+	subscribeAudioCodes = `SUBSCRIBE sip:224.0.1.75:5060 SIP/2.0
+Via: {via}
+From: <sip:00000001@{ip}>{tag}
+To: <sip:224.0.1.75:5060>
+Call-ID: {call-id}
+CSeq: 1 SUBSCRIBE
+Contact: <sip:00000001@{ip}:{port}>
+Max-Forwards: 70
+User-Agent: {ua}
+Event: ua-profile;profile-type="application";vendor="{vendor}";model="{model}";version="{fw}"
+Accept: application/url
+Expires: 0
+`
+)
 
 var shapes = map[string]*shape{
 	phone.BrandHtek: {
-		brand: phone.BrandHtek, port: 60000, oui: [3]byte{0x00, 0x1f, 0xc1}, rport: true,
-		model: "UC912G", fw: "2.0.4.4.46", ua: "Htek UC912G %s",
+		brand: phone.BrandHtek, port: 60000, oui: "001fc1", rport: true,
+		model: "UC912G", fw: "2.0.4.4.46", ua: "Htek UC912G {uamac}",
+		vendor: "Htek", subscribe: subscribeYealink,
 		fetch: fetchPlan{files: []string{"factory0000.xml", "cfg0000.xml", "{mac}.cfg", "cfg{mac}", "cfg{mac}.xml"}},
 	},
 	phone.BrandYealink: {
-		brand: phone.BrandYealink, port: 5059, oui: [3]byte{0x00, 0x15, 0x65},
+		brand: phone.BrandYealink, port: 5059, oui: "001565",
 		model: "T21", fw: "34.72.0.1", ua: "Yealink SIP-T21P 34.72.0.1",
+		vendor: "Yealink", subscribe: subscribeYealink,
 		fetch: fetchPlan{files: []string{"y000000000000.cfg", "{mac}.cfg"}, all: true},
 	},
 	phone.BrandSnom: {
-		brand: phone.BrandSnom, port: 5060, oui: [3]byte{0x00, 0x04, 0x13}, rport: true,
+		brand: phone.BrandSnom, port: 5060, oui: "000413", rport: true,
 		model: "snom320", fw: "7.3.30", ua: "snom320/7.3.30",
+		vendor: "OEM", subscribe: subscribeSnom,
 		fetch: fetchPlan{macros: []macro{{"{mac}", "{MAC}"}}},
 	},
 	phone.BrandGigaset: {
-		brand: phone.BrandGigaset, port: 5060, oui: [3]byte{0x7c, 0x2f, 0x80}, rport: true,
-		model: "N670 IP PRO", fw: "83.V2.39.0", ua: "Gigaset N670 IP PRO/83.V2.39.0+build.a546b76;%s",
+		brand: phone.BrandGigaset, port: 5060, oui: "7c2f80", rport: true,
+		model: "N670 IP PRO", fw: "83.V2.39.0", ua: "Gigaset N670 IP PRO/83.V2.39.0+build.a546b76;{MAC}",
+		vendor: "OEM", subscribe: subscribeGigaset,
 		fetch: fetchPlan{macros: []macro{{"%MACD", "{MAC}"}}},
 	},
 	phone.BrandGrandstream: {
-		brand: phone.BrandGrandstream, port: 5080, oui: [3]byte{0xc0, 0x74, 0xad}, rport: true,
+		brand: phone.BrandGrandstream, port: 5080, oui: "c074ad", rport: true,
 		model: "GXP2170", fw: "1.0.11.3", ua: "Grandstream GXP2170 1.0.11.3",
+		vendor: "Grandstream", subscribe: subscribeGrandstream,
 		fetch: fetchPlan{files: []string{"cfg{mac}", "cfg{mac}.xml", "cfg.xml"}},
 	},
 	phone.BrandFanvil: {
-		brand: phone.BrandFanvil, port: 5060, oui: [3]byte{0x00, 0x30, 0x4f}, rport: true,
+		brand: phone.BrandFanvil, port: 5060, oui: "00304f", rport: true,
 		model: "VIP-1120PT", fw: "2.3.1.2570", ua: "PLANET VIP-1120PT 2.3.1.2570",
-		fetch: fetchPlan{files: []string{"{mac}.cfg"}, keepFile: true, macros: []macro{{"$mac", "{mac}"}}},
+		// A MAC from Fanvil's own block makes the phone a Fanvil instead of
+		// the PLANET rebrand that the capture shows.
+		vendor: "PLANET", own: &variant{oui: "0c383e", ua: "Fanvil X4 2.3.1.2570", vendor: "Fanvil"},
+		subscribe: subscribeFanvil,
+		fetch:     fetchPlan{files: []string{"{mac}.cfg"}, keepFile: true, macros: []macro{{"$mac", "{mac}"}}},
 	},
 	phone.BrandPanasonic: {
-		brand: phone.BrandPanasonic, port: 5060, oui: [3]byte{0x00, 0x80, 0xf0}, rport: true,
-		model: "KX-HDV130", fw: "03.000", ua: "Panasonic_KX-HDV130/03.000 (%s)",
+		brand: phone.BrandPanasonic, port: 5060, oui: "0080f0", rport: true,
+		model: "KX-HDV130", fw: "03.000", ua: "Panasonic_KX-HDV130/03.000 ({mac})",
+		vendor: "Panasonic", subscribe: subscribePanasonic,
 		fetch: fetchPlan{files: []string{"{MODEL}.cfg"}, keepFile: true,
 			macros: []macro{{"{mac}", "{mac}"}, {"{MAC}", "{MAC}"}, {"{MODEL}", "{MODEL}"}, {"{fwver}", "{fwver}"}}},
 	},
 	phone.BrandAudioCodes: {
-		brand: phone.BrandAudioCodes, port: 5060, oui: [3]byte{0x00, 0x90, 0x8f}, rport: true,
+		brand: phone.BrandAudioCodes, port: 5060, oui: "00908f", rport: true,
 		model: "445HD", fw: "3.4.4.1000.62", ua: "AudioCodes-Sip-Phone-445HD/3.4.4.1000.62",
+		vendor: "AudioCodes", subscribe: subscribeAudioCodes,
 		fetch: fetchPlan{files: []string{"{mac}.cfg"}, keepFile: true},
 	},
 }
-
-// fanvilOUI: a MAC from Fanvil's own block makes the simulated phone a Fanvil
-// (User-Agent "Fanvil X4", vendor "Fanvil") instead of the PLANET rebrand that
-// the capture shows.
-var fanvilOUI = [3]byte{0x0c, 0x38, 0x3e}
 
 // subParams are the values of one SUBSCRIBE. Everything random is chosen by
 // newParams in the brand's style and can be fixed by tests to rebuild a
@@ -127,169 +245,48 @@ type subscribe struct {
 	ua      string
 }
 
-// buildSubscribe writes the brand's SUBSCRIBE, header for header in the order
-// and spelling of the captured phone.
+// buildSubscribe renders the brand's SUBSCRIBE template with p, and reads the
+// CSeq number and the From and Contact URIs back from it.
 func buildSubscribe(s *shape, p subParams) subscribe {
-	mac, MAC := p.mac, strings.ToUpper(p.mac)
-	hostport := p.ip.String() + ":" + strconv.Itoa(p.port)
-	ua := s.ua
-	vendor, model, version := s.brand, s.model, s.fw
-	sub := subscribe{callID: p.callID, cseq: 1, branch: p.branch, tag: p.tag, rport: s.rport}
-
-	var b msgWriter
-	via := "SIP/2.0/UDP " + hostport + ";branch=" + p.branch
+	ua, vendor := s.ua, s.vendor
+	if s.own != nil && strings.HasPrefix(p.mac, s.own.oui) {
+		ua, vendor = s.own.ua, s.own.vendor
+	}
+	ip, port := p.ip.String(), strconv.Itoa(p.port)
+	via := "SIP/2.0/UDP " + ip + ":" + port + ";branch=" + p.branch
 	if s.rport {
 		via += ";rport"
 	}
-	from := func(uri string) string {
-		sub.from = uri
-		if p.tag == "" {
-			return "<" + uri + ">"
-		}
-		return "<" + uri + ">;tag=" + p.tag
+	tag := ""
+	if p.tag != "" {
+		tag = ";tag=" + p.tag
 	}
-	contact := func(uri string) string { sub.contact = uri; return "<" + uri + ">" }
-	const accept, maxfwd, expires, eventPkg = "application/url", "70", "0", `ua-profile;profile-type="device"`
-
-	switch s.brand {
-	case phone.BrandHtek, phone.BrandYealink:
-		uri := "sip:MAC" + mac + "@224.0.1.75"
-		if s.brand == phone.BrandHtek {
-			ua = strings.Replace(ua, "%s", p.uaMAC, 1)
-			vendor = "Htek"
-		} else {
-			vendor = "Yealink"
-		}
-		b.line("SUBSCRIBE " + uri + " SIP/2.0")
-		b.header("Via", via)
-		b.header("From", from(uri))
-		b.header("To", "<"+uri+">")
-		b.header("Call-ID", p.callID)
-		b.header("CSeq", "1 SUBSCRIBE")
-		b.header("Contact", contact("sip:MAC"+mac+"@"+hostport))
-		b.header("Accept", accept)
-		b.header("Max-Forwards", maxfwd)
-		b.header("User-Agent", ua)
-		b.header("Expires", expires)
-		b.header("Event", eventParams(eventPkg, "vendor", vendor, model, version))
-
-	case phone.BrandSnom:
-		uri := "sip:MAC%3a" + MAC + "@intern.snom.de"
-		b.line("SUBSCRIBE " + uri + " SIP/2.0")
-		b.header("Via", via)
-		b.header("From", from(uri))
-		b.header("To", "<"+uri+">")
-		b.header("Call-ID", p.callID)
-		b.header("CSeq", "1 SUBSCRIBE")
-		b.header("Max-Forwards", maxfwd)
-		b.header("Contact", contact("sip:"+hostport))
-		b.header("Event", eventParams(eventPkg, "vendor", "OEM", "OEM", version))
-		b.header("Expires", expires)
-		b.header("Accept", accept)
-		b.header("User-Agent", ua)
-
-	case phone.BrandGigaset:
-		uri := "sip:MAC%3A" + MAC + "@local"
-		ua = strings.Replace(ua, "%s", MAC, 1)
-		b.line("SUBSCRIBE " + uri + " SIP/2.0")
-		b.header("Via", via)
-		b.header("From", from(uri))
-		b.header("To", "<"+uri+">")
-		b.header("Call-ID", p.callID)
-		b.header("CSeq", "1 SUBSCRIBE")
-		b.header("Contact", contact("sip:MAC%3A"+MAC+"@"+hostport))
-		b.header("Max-Forwards", maxfwd)
-		b.header("User-Agent", ua)
-		b.header("Event", eventParams(eventPkg, "vendor", "OEM", "OEM", version))
-		b.header("Expires", expires)
-		b.header("Accept", accept)
-
-	case phone.BrandGrandstream:
-		uri := "sip:MAC%3A" + MAC + "@224.0.1.75"
-		sub.cseq = 20000
-		b.line("SUBSCRIBE " + uri + " SIP/2.0")
-		b.header("Via", via)
-		b.header("From", from(uri))
-		b.header("To", "<"+uri+">")
-		b.header("Call-ID", p.callID)
-		b.header("CSeq", "20000 SUBSCRIBE")
-		b.header("Contact", contact("sip:"+hostport))
-		b.header("Max-Forwards", maxfwd)
-		b.header("User-Agent", ua)
-		b.header("Supported", "replaces, path, timer")
-		b.header("Event", eventParams(eventPkg, "vendor", "Grandstream", model, version))
-		b.header("Accept", accept)
-		b.header("Allow-Events", "ua-profile")
-		b.header("Expires", expires)
-
-	case phone.BrandFanvil:
-		uri := "sip:MAC=" + mac + "@224.0.1.75"
-		vendor, model = "PLANET", "VOIP PHONE"
-		if m, ok := parseMAC(mac); ok && [3]byte(m[:3]) == fanvilOUI {
-			vendor, ua = "Fanvil", "Fanvil X4 "+version
-		}
-		b.line("SUBSCRIBE " + uri + " SIP/2.0")
-		b.header("Via", via)
-		b.header("From", from(uri))
-		b.header("To", "<"+uri+">")
-		b.header("Call-ID", p.callID)
-		b.header("CSeq", "1 SUBSCRIBE")
-		b.header("Contact", contact("sip:MAC="+mac+"@"+hostport))
-		b.header("Accept", accept)
-		b.header("Max-Forwards", maxfwd)
-		b.header("User-Agent", ua)
-		b.header("Expires", expires)
-		b.header("Event", eventParams(eventPkg, "vendor", vendor, model, version))
-
-	case phone.BrandPanasonic:
-		uri := "sip:MAC" + mac + "@224.0.1.75"
-		ua = strings.Replace(ua, "%s", mac, 1)
-		b.line("SUBSCRIBE " + uri + " SIP/2.0")
-		b.header("Via", via)
-		b.header("From", from(uri))
-		b.header("To", "<"+uri+">")
-		b.header("Call-ID", p.callID)
-		b.header("CSeq", "1 SUBSCRIBE")
-		b.header("Contact", contact("sip:MAC"+mac+"@"+hostport))
-		b.header("Max-Forwards", maxfwd)
-		b.header("User-Agent", ua)
-		b.header("Event", eventParams(eventPkg, "vender", "Panasonic", model, version))
-		b.header("Expires", expires)
-		b.header("Accept", accept)
-
-	case phone.BrandAudioCodes:
-		const uri = "sip:224.0.1.75:5060"
-		b.line("SUBSCRIBE " + uri + " SIP/2.0")
-		b.header("Via", via)
-		b.header("From", from("sip:00000001@"+p.ip.String()))
-		b.header("To", "<"+uri+">")
-		b.header("Call-ID", p.callID)
-		b.header("CSeq", "1 SUBSCRIBE")
-		b.header("Contact", contact("sip:00000001@"+hostport))
-		b.header("Max-Forwards", maxfwd)
-		b.header("User-Agent", ua)
-		b.header("Event", eventParams(`ua-profile;profile-type="application"`, "vendor", "AudioCodes", model, version))
-		b.header("Accept", accept)
-		b.header("Expires", expires)
+	vars := []string{
+		"{mac}", p.mac, "{MAC}", strings.ToUpper(p.mac), "{uamac}", p.uaMAC, "{ip}", ip, "{port}", port,
+		"{via}", via, "{tag}", tag, "{call-id}", p.callID, "{vendor}", vendor, "{model}", s.model, "{fw}", s.fw,
 	}
-	b.header("Content-Length", "0")
-	b.line("")
-	sub.raw = b.buf
-	sub.ua = ua
-	return sub
+	ua = strings.NewReplacer(vars...).Replace(ua)
+	// One pass: the template's line ends become CRLF, the values stay as they are.
+	raw := []byte(strings.NewReplacer(append(vars, "{ua}", ua, "\n", "\r\n")...).Replace(s.subscribe) +
+		"Content-Length: 0\r\n\r\n")
+
+	m := parseRaw(raw)
+	from, _ := m.get("From")
+	contact, _ := m.get("Contact")
+	cseq, _ := m.get("CSeq")
+	seq, _, _ := strings.Cut(cseq, " ")
+	n, _ := strconv.Atoi(seq)
+	return subscribe{
+		raw: raw, callID: p.callID, cseq: n, branch: p.branch, tag: p.tag,
+		from: angleURI(from), contact: angleURI(contact), rport: s.rport, ua: ua,
+	}
 }
 
-func eventParams(pkg, vendorParam, vendor, model, version string) string {
-	return pkg + ";" + vendorParam + `="` + vendor + `";model="` + model + `";version="` + version + `"`
-}
-
-// msgWriter appends CRLF-terminated lines.
-type msgWriter struct{ buf []byte }
-
-func (w *msgWriter) line(s string) { w.buf = append(append(w.buf, s...), "\r\n"...) }
-func (w *msgWriter) header(name, value string) {
-	w.buf = append(append(append(w.buf, name...), ": "...), value...)
-	w.buf = append(w.buf, "\r\n"...)
+// angleURI returns the URI between '<' and '>' of a From or Contact value.
+func angleURI(v string) string {
+	_, uri, _ := strings.Cut(v, "<")
+	uri, _, _ = strings.Cut(uri, ">")
+	return uri
 }
 
 // grandstreamHost writes an IPv4 address the way Grandstream's Call-IDs do,
@@ -321,28 +318,6 @@ func randDigits(n int) string { return randFrom(digits, n) }
 func randHex(n int) string    { return randFrom(hexChars, n) }
 func randAlnum(n int) string  { return randFrom(alnum, n) }
 
-// randMAC returns a random MAC (12 lower-case hex digits) in the block oui.
-func randMAC(oui [3]byte) string {
-	b := []byte{oui[0], oui[1], oui[2], byte(rand.IntN(256)), byte(rand.IntN(256)), byte(rand.IntN(256))}
-	out := make([]byte, 0, 12)
-	for _, o := range b {
-		out = append(out, hexChars[o>>4], hexChars[o&0xf])
-	}
-	return string(out)
-}
-
-// parseMAC reads 12 hex digits.
-func parseMAC(s string) ([6]byte, bool) {
-	var m [6]byte
-	if len(s) != 12 {
-		return m, false
-	}
-	for i := 0; i < 6; i++ {
-		v, err := strconv.ParseUint(s[2*i:2*i+2], 16, 8)
-		if err != nil {
-			return m, false
-		}
-		m[i] = byte(v)
-	}
-	return m, true
-}
+// randMAC returns a random MAC (12 lower-case hex digits) in the block oui
+// (6 lower-case hex digits).
+func randMAC(oui string) string { return oui + randHex(6) }
