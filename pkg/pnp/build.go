@@ -1,6 +1,7 @@
 package pnp
 
 import (
+	"bytes"
 	"net/netip"
 	"strconv"
 
@@ -76,11 +77,11 @@ func (s *Server) buildNotify(m *sip.Message, p Packet, branch, toTag, url string
 	local := p.Port.Addr().String()
 	ruri, dst := notifyTarget(m, p.Src)
 
-	event := m.Get(sip.HdrEvent)
-	if _, params, err := sip.ParseEvent(event); err == nil {
-		if _, ok := params.Get("effective-by"); !ok {
-			event = append(append([]byte(nil), event...), ";effective-by=0"...)
-		}
+	// The SUBSCRIBE's Event, as the phone wrote it, with effective-by=0
+	// (apply now) unless it says otherwise.
+	event := bytes.TrimRight(m.Get(sip.HdrEvent), "; \t")
+	if !bytes.Contains(bytes.ToLower(event), []byte("effective-by")) {
+		event = append(append(make([]byte, 0, len(event)+15), event...), ";effective-by=0"...)
 	}
 
 	var b sip.Builder
@@ -99,9 +100,12 @@ func (s *Server) buildNotify(m *sip.Message, p Packet, branch, toTag, url string
 	return b.Body("application/url", []byte(url)), dst
 }
 
-// notifyTarget returns the NOTIFY's Request-URI and destination: the first
-// Contact's URI and its IPv4 host and port (default 5060); without a usable
-// Contact, a URI naming the source.
+// notifyTarget returns the NOTIFY's Request-URI, the SUBSCRIBE's first
+// Contact URI, and its destination: the source address of the SUBSCRIBE at
+// the Contact's port (default 5060). The NOTIFY never goes to another host
+// named inside the packet: that would let one forged SUBSCRIBE aim a train of
+// retransmitted NOTIFYs (and the URL's credentials) at any address. Without
+// a usable Contact it goes back to the source address and port.
 func notifyTarget(m *sip.Message, src netip.AddrPort) ([]byte, netip.AddrPort) {
 	var contact []byte
 	sip.SplitComma(m.Get(sip.HdrContact), func(e []byte) bool {
@@ -110,13 +114,11 @@ func notifyTarget(m *sip.Message, src netip.AddrPort) ([]byte, netip.AddrPort) {
 	})
 	if a, err := sip.ParseAddr(contact); err == nil {
 		if u, err := sip.ParseURI(a.URI); err == nil {
-			if ip, err := netip.ParseAddr(string(u.Host)); err == nil && ip.Is4() {
-				port := u.Port
-				if port == 0 {
-					port = 5060
-				}
-				return a.URI, netip.AddrPortFrom(ip, uint16(port))
+			port := u.Port
+			if port == 0 {
+				port = 5060
 			}
+			return a.URI, netip.AddrPortFrom(src.Addr(), uint16(port))
 		}
 	}
 	return []byte("sip:" + src.String()), src

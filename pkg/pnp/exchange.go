@@ -25,6 +25,7 @@ const (
 	outcomeObserved                   // no URL for the phone: not answered
 	outcomeSendError                  // the NOTIFY could not be sent
 	outcomeAborted                    // shut down before an outcome
+	outcomeError                      // the URL could not be decided
 	numOutcomes
 )
 
@@ -35,6 +36,7 @@ var outcomeNames = [numOutcomes]string{
 	outcomeObserved:    "observed",
 	outcomeSendError:   "send-error",
 	outcomeAborted:     "aborted",
+	outcomeError:       "error",
 }
 
 // String names the outcome as logs and Stats do.
@@ -52,6 +54,7 @@ type serverTx struct {
 // exchange is the NOTIFY client transaction of one dialog.
 type exchange struct {
 	key, dialog string
+	toTag       string // ours: the 200's To tag and the NOTIFY's From tag
 	port        Port
 	dst         netip.AddrPort
 	notify      []byte
@@ -80,9 +83,11 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 		s.drop(p, dropMethod, nil)
 		return
 	}
-	pkg, _, err := sip.ParseEvent(m.Get(sip.HdrEvent))
-	if err != nil || !bytes.EqualFold(pkg, eventUAProfile) {
-		s.drop(p, dropEvent, err)
+	// Only the package must be ua-profile: parameters phones get wrong
+	// (a trailing ';', an unquoted value with a space) are no reason to
+	// leave a phone unanswered.
+	if !bytes.EqualFold(eventPackage(m.Get(sip.HdrEvent)), eventUAProfile) {
+		s.drop(p, dropEvent, nil)
 		return
 	}
 	via, err := m.TopVia()
@@ -109,10 +114,11 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	now := time.Now()
 	s.mu.Lock()
 	if tx, ok := s.servers[key]; ok {
+		resp, dst, port := tx.resp, tx.dst, tx.port
 		s.mu.Unlock()
-		if tx.resp != nil {
+		if resp != nil {
 			s.stats.retransmissions.Add(1)
-			_ = tx.port.Send(tx.resp, tx.dst)
+			_ = port.Send(resp, dst)
 		}
 		return
 	}
@@ -139,7 +145,9 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	cancel()
 	if err != nil {
 		s.drop(p, dropResolveError, err)
-		s.log.Warn("resolve failed", "mac", id.MAC, "brand", id.Brand, "src", p.Src.String(), "err", err)
+		s.stats.outcomes[outcomeError].Add(1)
+		s.log.Warn("exchange", "outcome", outcomeError.String(), "mac", id.MAC, "brand", id.Brand,
+			"model", id.Model, "firmware", id.Firmware, "src", p.Src.String(), "iface", portName(p.Port), "err", err)
 		return
 	}
 	if d.URL == "" {
@@ -149,60 +157,71 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 		return
 	}
 
-	// The 200, sent before anything else is built.
-	toTag := randomTag()
-	toAddr, _ := sip.ParseAddr(to)
-	if t := toAddr.Tag(); len(t) > 0 {
-		toTag = string(t)
-	}
-	resp, dst := s.buildOK(m, via, p, toTag)
-	tx.dst = dst
+	// One NOTIFY per dialog: a new SUBSCRIBE in a dialog that already has
+	// one (Grandstream sends five) gets a 200 with the dialog's tag and
+	// nothing more.
+	dialog := string(callID) + "\x00" + string(fromAddr.Tag())
 	s.mu.Lock()
-	tx.resp = resp
+	ex, existing := s.dialogs[dialog]
+	if !existing {
+		if s.closing {
+			s.mu.Unlock()
+			s.drop(p, dropShuttingDown, nil)
+			return
+		}
+		toTag := randomTag()
+		if toAddr, err := sip.ParseAddr(to); err == nil && len(toAddr.Tag()) > 0 {
+			toTag = string(toAddr.Tag())
+		}
+		ex = &exchange{dialog: dialog, toTag: toTag, port: p.Port, id: id, src: p.Src, url: d.URL, source: d.Source,
+			started: now, deadline: now.Add(64 * s.t1), interval: s.t1}
+		s.dialogs[dialog] = ex
+		s.inflight.Add(1) // under the lock that checked closing: Shutdown waits for it
+	}
+	toTag := ex.toTag
+	s.mu.Unlock()
+
+	// The 200, sent before the NOTIFY is built.
+	resp, dst := s.buildOK(m, via, p, toTag)
+	s.mu.Lock()
+	tx.resp, tx.dst = resp, dst
 	s.mu.Unlock()
 	if err := p.Port.Send(resp, dst); err != nil {
 		s.log.Warn("send 200", "dst", dst.String(), "err", err)
 	}
-
-	// One NOTIFY per dialog: a new SUBSCRIBE in a dialog that already has
-	// one (Grandstream sends five) gets its 200 and nothing more.
-	dialog := string(callID) + "\x00" + string(fromAddr.Tag())
-	s.mu.Lock()
-	if _, ok := s.dialogs[dialog]; ok {
-		s.mu.Unlock()
+	if existing {
 		return
 	}
-	ex := &exchange{dialog: dialog, port: p.Port, id: id, src: p.Src, url: d.URL, source: d.Source,
-		started: now, deadline: now.Add(64 * s.t1), interval: s.t1}
-	s.dialogs[dialog] = ex
-	s.mu.Unlock()
 
 	branch := "z9hG4bK" + randomTag() + randomTag()
 	notify, ndst := s.buildNotify(m, p, branch, toTag, d.URL)
-	ex.key, ex.dst, ex.notify = branch, ndst, notify
-
 	s.mu.Lock()
+	ex.key, ex.dst, ex.notify = branch, ndst, notify
 	s.clients[branch] = ex
-	s.inflight.Add(1)
 	s.mu.Unlock()
 	s.send(ex)
 }
 
-// send transmits the NOTIFY and arms Timer E (the caller is its only user
-// until the timer fires).
+// send transmits the NOTIFY and arms Timer E, never past Timer F. It
+// sends under the lock, so that once finish has returned nothing more is
+// sent for the exchange.
 func (s *Server) send(ex *exchange) {
-	if err := ex.port.Send(ex.notify, ex.dst); err != nil {
+	s.mu.Lock()
+	if ex.done {
+		s.mu.Unlock()
+		return
+	}
+	err := ex.port.Send(ex.notify, ex.dst)
+	if err == nil {
+		ex.sends++
+		wait := max(min(ex.interval, time.Until(ex.deadline)), 0)
+		ex.timer = time.AfterFunc(wait, func() { s.timerE(ex) })
+	}
+	s.mu.Unlock()
+	if err != nil {
 		s.log.Warn("send NOTIFY", "dst", ex.dst.String(), "err", err)
 		s.finish(ex, outcomeSendError, 0)
-		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ex.done {
-		return
-	}
-	ex.sends++
-	ex.timer = time.AfterFunc(ex.interval, func() { s.timerE(ex) })
 }
 
 // timerE retransmits the NOTIFY, doubling the interval up to T2, until a
@@ -339,6 +358,15 @@ func randomTag() string {
 	v := rand.Uint32()
 	b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
 	return hex.EncodeToString(b[:])
+}
+
+// eventPackage returns the package token of an Event value: what comes
+// before the first ';', trimmed.
+func eventPackage(v []byte) []byte {
+	if i := bytes.IndexByte(v, ';'); i >= 0 {
+		v = v[:i]
+	}
+	return bytes.TrimSpace(v)
 }
 
 var (

@@ -57,6 +57,14 @@ func (f *fakePort) next(t *testing.T) sent {
 	}
 }
 
+// drain forgets what was sent so far: retransmissions that left before the
+// phone's answer was handled are legitimate.
+func (f *fakePort) drain() {
+	for len(f.ch) > 0 {
+		<-f.ch
+	}
+}
+
 func (f *fakePort) none(t *testing.T, wait time.Duration) {
 	t.Helper()
 	select {
@@ -210,6 +218,7 @@ func TestExchangePerPhone(t *testing.T) {
 
 			// The phone's 200 ends the exchange: no retransmission after it.
 			srv.Handle(Packet{Data: answer(t, n.b, 200), Src: n.dst, Port: port})
+			port.drain()
 			port.none(t, 300*time.Millisecond)
 			if st := srv.Stats(); st.Outcomes["provisioned"] != 1 {
 				t.Errorf("stats %+v", st)
@@ -267,14 +276,18 @@ func TestNewSubscribeInSameDialogGetsNoSecondNotify(t *testing.T) {
 	sub := readPhone(t, "grandstream.sip")
 	src := netip.MustParseAddrPort("192.168.1.2:5080")
 	srv.Handle(Packet{Data: sub, Src: src, Group: true, Port: port})
-	port.next(t) // 200
+	_, first := parseBoth(t, port.next(t).b)
 	port.next(t) // NOTIFY
 	again := bytes.Replace(sub, []byte("z9hG4bK1719471633"), []byte("z9hG4bK1719471634"), 1)
 	again = bytes.Replace(again, []byte("CSeq: 20000"), []byte("CSeq: 20001"), 1)
 	srv.Handle(Packet{Data: again, Src: src, Group: true, Port: port})
 	ok := port.next(t)
-	if m, _ := parseBoth(t, ok.b); m.StatusCode != 200 {
+	m, g := parseBoth(t, ok.b)
+	if m.StatusCode != 200 {
 		t.Fatalf("want a 200, got\n%s", ok.b)
+	}
+	if a, b := g.To.Param.Get("tag"), first.To.Param.Get("tag"); a == nil || b == nil || a.Value != b.Value {
+		t.Errorf("second SUBSCRIBE of the dialog got To tag %v, the dialog's is %v", a, b)
 	}
 	port.none(t, 200*time.Millisecond)
 }
@@ -302,9 +315,7 @@ func TestTimerE(t *testing.T) {
 	if st.NotifyRetransmits < 3 {
 		t.Errorf("only %d retransmissions before Timer F", st.NotifyRetransmits)
 	}
-	for len(port.ch) > 0 {
-		<-port.ch
-	}
+	port.drain()
 	port.none(t, 10*t1)
 }
 
@@ -317,6 +328,7 @@ func TestTimerEStopsOnAnswer(t *testing.T) {
 	port.next(t)
 	n := port.next(t) // the first retransmission
 	srv.Handle(Packet{Data: answer(t, n.b, 200), Src: n.dst, Port: port})
+	port.drain() // once Handle returned, nothing more may leave
 	port.none(t, 10*t1)
 	if st := srv.Stats(); st.Outcomes["provisioned"] != 1 {
 		t.Errorf("stats %+v", st)
@@ -435,5 +447,61 @@ func TestShutdownWaitsForNotify(t *testing.T) {
 	defer cancel()
 	if err := srv2.Shutdown(ctx); err == nil {
 		t.Error("Shutdown with an unanswered NOTIFY and an expired context returned nil")
+	}
+}
+
+// The NOTIFY goes to the source address at the Contact's port, never to
+// another host a SUBSCRIBE names (reflection).
+func TestNotifyNeverLeavesTheSource(t *testing.T) {
+	yealink := readPhone(t, "yealink.sip")
+	for _, contact := range []string{"203.0.113.9:5059", "224.0.1.75:5059", "255.255.255.255:5059", "0.0.0.0:5059", "victim.example.com:5059"} {
+		t.Run(contact, func(t *testing.T) {
+			srv := newServer(t, everyone, time.Second)
+			port := newFakePort()
+			d := bytes.Replace(yealink, []byte("Contact: <sip:MAC0015657322ff@172.16.32.148:5059>"),
+				[]byte("Contact: <sip:MAC0015657322ff@"+contact+">"), 1)
+			srv.Handle(Packet{Data: d, Src: netip.MustParseAddrPort("172.16.32.148:5059"), Group: true, Port: port})
+			port.next(t)
+			n := port.next(t)
+			if n.dst.String() != "172.16.32.148:5059" {
+				t.Errorf("NOTIFY went to %s", n.dst)
+			}
+		})
+	}
+}
+
+// Event parameters phones get wrong do not leave them unanswered.
+func TestLenientEvent(t *testing.T) {
+	yealink := readPhone(t, "yealink.sip")
+	for name, ev := range map[string]string{
+		"trailing semicolon": `Event: ua-profile;profile-type="device";vendor="Yealink";`,
+		"unquoted space":     `Event: ua-profile;vendor=Yealink;model=SIP T21`,
+		"stray quote":        `Event: UA-Profile ; vendor="Yea\"link`,
+		"effective-by given": `Event: ua-profile;effective-by=3600`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := newServer(t, everyone, time.Second)
+			port := newFakePort()
+			d := bytes.Replace(yealink, []byte(`Event: ua-profile;profile-type="device";vendor="Yealink";model="T21";version="34.72.0.1"`), []byte(ev), 1)
+			srv.Handle(Packet{Data: d, Src: netip.MustParseAddrPort("172.16.32.148:5059"), Group: true, Port: port})
+			port.next(t)
+			nm, _ := parseBoth(t, port.next(t).b)
+			got := string(nm.Get(sip.HdrEvent))
+			if strings.Count(got, "effective-by") != 1 || strings.HasSuffix(got, ";;effective-by=0") {
+				t.Errorf("NOTIFY Event %q", got)
+			}
+		})
+	}
+}
+
+func TestResolveError(t *testing.T) {
+	srv := NewServer(Config{Resolver: resolve.Func(func(context.Context, resolve.Request) (resolve.Decision, error) {
+		return resolve.Decision{}, context.DeadlineExceeded
+	})})
+	port := newFakePort()
+	srv.Handle(Packet{Data: readPhone(t, "htek.sip"), Src: netip.MustParseAddrPort("192.168.1.89:60000"), Group: true, Port: port})
+	port.none(t, 50*time.Millisecond)
+	if st := srv.Stats(); st.Outcomes["error"] != 1 || st.Dropped["resolve-error"] != 1 {
+		t.Errorf("stats %+v", st)
 	}
 }

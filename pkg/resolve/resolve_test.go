@@ -88,12 +88,21 @@ func TestExpandMissingValuesKept(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
-		"http://admin:123456@192.168.0.25:88": "http://***@192.168.0.25:88",
-		"https://u@h/p@q":                     "https://***@h/p@q",
-		"http://prov.example.com/a@b":         "http://prov.example.com/a@b",
-		"tftp://10.0.0.1/":                    "tftp://10.0.0.1/",
-		"no scheme user:pw@host":              "no scheme user:pw@host",
-		"http://a:b@c@host/x?u=http://d:e@f/": "http://***@host/x?u=http://d:e@f/",
+		"http://admin:123456@192.168.0.25:88":   "http://***@192.168.0.25:88",
+		"https://u@h/p@q":                       "https://***@h/p@q",
+		"http://prov.example.com/a":             "http://prov.example.com/a",
+		"http://prov.example.com/a@b":           "http://***@b", // ambiguous: hide
+		"tftp://10.0.0.1/":                      "tftp://10.0.0.1/",
+		"no scheme user:pw@host":                "no scheme user:pw@host",
+		"http://a:b@c@host/x?u=http://d:e@f/":   "http://***@host/x?u=http://d:e@f/",
+		"http://admin:pa#ss@h/x":                "http://***@h/x",
+		"http://admin:pa/ss@h/x":                "http://***@h/x",
+		"http://admin:pa?ss@h:88":               "http://***@h:88",
+		"http://admin:p@ss@h/{mac}":             "http://***@h/{mac}",
+		"default: http://admin:pa#ss@h/{mac}/ ": "default: http://***@h/{mac}/ ",
+		"https://user@h/x?a=b@c":                "https://***@h/x?a=b@c",
+		"http://u:%zz@h/bad-escape":             "http://***@h/bad-escape",
+		"http://h":                              "http://h",
 	} {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jart/gosip/sip"
+	"github.com/pnpd/pnpd/pkg/resolve"
 )
 
 // runner is one Run's SIP side.
@@ -239,7 +240,7 @@ func (r *runner) handleNotify(msg *sip.Msg, raw rawMessage, src netip.AddrPort) 
 	}
 	if r.answered {
 		if url != r.res.URL {
-			log.Warn("later NOTIFY carries another URL", "from", src, "url", redactURL(url))
+			log.Warn("later NOTIFY carries another URL", "from", src, "url", resolve.Redact(url))
 		}
 		log.Debug("NOTIFY answered again", "from", src, "n", r.res.Notifies)
 		return nil
@@ -249,7 +250,7 @@ func (r *runner) handleNotify(msg *sip.Msg, raw rawMessage, src netip.AddrPort) 
 	r.notifyTag = fromTag
 	r.res.URL = url
 	r.res.NotifyFrom = src
-	log.Info("NOTIFY answered", "from", src, "url", redactURL(url), "notifies", r.res.Notifies)
+	log.Info("NOTIFY answered", "from", src, "url", resolve.Redact(url), "notifies", r.res.Notifies)
 	if r.okTag != "" && fromTag != r.okTag {
 		return fmt.Errorf("%w from %s: From tag %q differs from the 200's To tag %q", ErrBadNotify, src, fromTag, r.okTag)
 	}

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/pnpd/pnpd/pkg/resolve"
 )
 
 // maxFetchBody bounds how much of a configuration file Run reads.
@@ -68,24 +70,6 @@ func hasFileName(raw string) bool {
 	return strings.Contains(seg, ".")
 }
 
-// redactURL replaces the userinfo of a URL with "***", also when the URL does
-// not parse: http://admin:123456@192.168.0.25:88/x -> http://***@192.168.0.25:88/x.
-func redactURL(raw string) string {
-	i := strings.Index(raw, "://")
-	if i < 0 {
-		return raw
-	}
-	auth := raw[i+3:]
-	if end := strings.IndexAny(auth, "/?#"); end >= 0 {
-		auth = auth[:end]
-	}
-	at := strings.LastIndexByte(auth, '@')
-	if at < 0 {
-		return raw
-	}
-	return raw[:i+3] + "***" + raw[i+3+at:]
-}
-
 var errScheme = errors.New("simulate: unsupported URL scheme (only http and https are fetched)")
 
 // fetch GETs the plan's files as the phone would, logging each attempt to w as
@@ -112,7 +96,7 @@ func fetch(ctx context.Context, client *http.Client, w io.Writer, plan fetchPlan
 }
 
 func fetchOne(ctx context.Context, client *http.Client, raw, ua string) FetchResult {
-	r := FetchResult{URL: redactURL(raw)}
+	r := FetchResult{URL: resolve.Redact(raw)}
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Parse errors quote the URL: keep only the reason.

@@ -56,27 +56,6 @@ func TestFetchPlan(t *testing.T) {
 	}
 }
 
-func TestRedactURL(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"http://admin:123456@192.168.0.25:88", "http://***@192.168.0.25:88"},
-		{"http://admin:123456@192.168.0.25:88/cfg.xml", "http://***@192.168.0.25:88/cfg.xml"},
-		{"https://user@h/x?a=b@c", "https://***@h/x?a=b@c"},
-		{"http://a:p@ss@h/", "http://***@h/"},
-		{"http://h/x@y", "http://h/x@y"},
-		{"http://h", "http://h"},
-		{"tftp://u:p@h", "tftp://***@h"},
-		{"no scheme u:p@h", "no scheme u:p@h"},
-		{"http://u:%zz@h/bad-escape", "http://***@h/bad-escape"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			if got := redactURL(tt.in); got != tt.want {
-				t.Errorf("redactURL(%q) = %q, want %q", tt.in, got, tt.want)
-			}
-		})
-	}
-}
-
 // provServer serves files by path and records what it was asked for.
 type provServer struct {
 	*httptest.Server

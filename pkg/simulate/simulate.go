@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/net/ipv4"
-
 	"github.com/pnpd/pnpd/pkg/phone"
+	"github.com/pnpd/pnpd/pkg/resolve"
+	"golang.org/x/net/ipv4"
 )
 
 // Errors. Run wraps them with details; test with errors.Is.
@@ -251,7 +251,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			ok = ok || f.OK()
 		}
 		if !ok {
-			return r.res, fmt.Errorf("%w from %s", ErrFetch, redactURL(r.res.URL))
+			return r.res, fmt.Errorf("%w from %s", ErrFetch, resolve.Redact(r.res.URL))
 		}
 	}
 	return r.res, nil
