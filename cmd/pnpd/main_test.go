@@ -94,6 +94,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"serve", "-config", "/nonexistent/pnpd.toml"}, 1, "no such file"},
 		{[]string{"simulate", "-vendor", "yealink"}, 2, "-iface are required"},
 		{[]string{"simulate", "-vendor", "yealink", "-iface", "lo", "-target", "nowhere"}, 2, "-target"},
+		{[]string{"simulate", "-vendor", "nokia", "-iface", "lo"}, 2, "nokia"},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			code, _, errs := runCLI(t, tt.args...)

@@ -124,7 +124,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	lstop()
 	<-served
 	st := srv.Stats()
-	log.Info("stopped", "datagrams", st.Datagrams, "subscribes", st.Subscribes, "outcomes", fmt.Sprint(st.Outcomes), "dropped", fmt.Sprint(st.Dropped))
+	log.Info("stopped", "datagrams", st.Datagrams, "dropped_by_listener", l.Dropped(), "subscribes", st.Subscribes, "outcomes", fmt.Sprint(st.Outcomes), "dropped", fmt.Sprint(st.Dropped))
 	return nil
 }
 

@@ -58,6 +58,8 @@ func simulateCmd(args []string, stdout, stderr io.Writer) (int, error) {
 		fmt.Fprintf(stderr, "pnpd simulate: %v\n", err)
 		summary(stderr, res)
 		return 1, nil
+	case errors.Is(err, simulate.ErrOptions):
+		return 0, fmt.Errorf("%w: %v", errUsage, err)
 	case err != nil:
 		fmt.Fprintf(stderr, "pnpd simulate: %v\n", err)
 		summary(stderr, res)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -97,6 +98,8 @@ type Listener struct {
 	byIdx  map[int]*Iface
 	log    *slog.Logger
 
+	dropped atomic.Int64
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -128,6 +131,11 @@ func Listen(cfg Config) (_ *Listener, err error) {
 	pc, err := bindGroup(cfg.Group, rcvbuf)
 	if err != nil {
 		return nil, err
+	}
+	if got := recvBuffer(pc); got > 0 && got < rcvbuf {
+		// Without CAP_NET_ADMIN the kernel caps it at net.core.rmem_max.
+		log.Warn("receive buffer smaller than asked: a boot storm may overflow it",
+			"asked", rcvbuf, "granted", got, "hint", "raise net.core.rmem_max, or grant CAP_NET_ADMIN")
 	}
 	l.gconn = ipv4.NewPacketConn(pc)
 	if err := l.gconn.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
@@ -195,6 +203,24 @@ func setRecvBuffer(c *net.UDPConn, n int) {
 	})
 }
 
+// recvBuffer returns the receive buffer the kernel granted a socket (it
+// reports twice the usable size), or 0 when it cannot tell.
+func recvBuffer(c any) int {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) {
+		n, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
+	})
+	return n / 2
+}
+
 // Interfaces returns the chosen interfaces in the order of the Config.
 func (l *Listener) Interfaces() []*Iface { return append([]*Iface(nil), l.ifaces...) }
 
@@ -245,18 +271,10 @@ func (l *Listener) readGroup(h Handler) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		if cm == nil {
-			continue
-		}
-		ifc, ok := l.byIdx[cm.IfIndex]
-		if !ok {
-			// Linux hands a group's datagrams to a socket bound to it
-			// whatever interface they came in on.
-			l.log.Debug("dropped datagram from an interface not chosen", "ifindex", cm.IfIndex)
-			continue
-		}
-		if dst, ok := netip.AddrFromSlice(cm.Dst); !ok || dst.Unmap() != l.group.Addr() {
-			l.log.Debug("dropped datagram not sent to the group", "iface", ifc.name)
+		ifc, why := l.accept(cm)
+		if why != "" {
+			l.dropped.Add(1)
+			l.log.Debug("dropped", "reason", why, "src", src.String())
 			continue
 		}
 		ua, ok := src.(*net.UDPAddr)
@@ -266,6 +284,27 @@ func (l *Listener) readGroup(h Handler) {
 		h.HandleDatagram(Datagram{Data: buf[:n], Src: ua.AddrPort(), Group: true, Iface: ifc})
 	}
 }
+
+// accept checks where a group datagram arrived: on a chosen interface, sent
+// to the group. Linux hands a group's datagrams to a socket bound to it
+// whatever interface they came in on, once the host joined the group there.
+func (l *Listener) accept(cm *ipv4.ControlMessage) (*Iface, string) {
+	if cm == nil {
+		return nil, "no packet info"
+	}
+	ifc, ok := l.byIdx[cm.IfIndex]
+	if !ok {
+		return nil, "interface not chosen"
+	}
+	if dst, ok := netip.AddrFromSlice(cm.Dst); !ok || dst.Unmap() != l.group.Addr() {
+		return nil, "not sent to the group"
+	}
+	return ifc, ""
+}
+
+// Dropped counts the datagrams on the group socket that arrived on an
+// interface not chosen or were not sent to the group.
+func (l *Listener) Dropped() int64 { return l.dropped.Load() }
 
 func (l *Listener) readUnicast(ifc *Iface, h Handler) {
 	buf := make([]byte, maxDatagram)

@@ -225,10 +225,10 @@ func TestOtherInterfaceDropped(t *testing.T) {
 		}
 	}
 	send(c, cIf, netip.MustParseAddr("198.18.8.2"), "from the other link")
-	// The kernel delivers that datagram to the group socket (the membership
-	// on the other link lets it in; without the listener's arrival-interface
-	// check this test fails, as tried). Send on the chosen link afterwards
-	// and expect only that one to reach the handler.
+	// Two guards keep that datagram from the handler: the socket's
+	// IP_MULTICAST_ALL=0 and the listener's arrival-interface check
+	// (TestAccept tests the latter alone). Send on the chosen link
+	// afterwards and expect only that one to reach the handler.
 	time.Sleep(200 * time.Millisecond)
 	send(p.B, p.BIf, p.BAddr.Addr(), "from the chosen link")
 	d := wait(t, got)
