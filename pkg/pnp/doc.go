@@ -2,8 +2,8 @@
 // with RFC 6665 fetch semantics) as phones speak it: a SUBSCRIBE multicast to
 // the group gets a 200 OK from a server transaction, and a NOTIFY carrying
 // the provisioning URL goes to the phone's Contact (at the source address) in
-// a client transaction
-// retransmitted on Timer E until a final response or Timer F.
+// a client transaction retransmitted on Timer E until a final response or
+// Timer F.
 //
 // The Server knows nothing of sockets or of where URLs come from: it is
 // handed received datagrams with the Port they arrived on (answers leave from
