@@ -16,7 +16,8 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // buildOK builds the 200 to a SUBSCRIBE and says where it goes, after
 // RFC 3261 18.2.2 and RFC 3581: with rport to the source address and port,
 // else to the source address and the Via's sent-by port (default 5060).
-func (s *Server) buildOK(m *sip.Message, via sip.Via, p Packet, toTag string) ([]byte, netip.AddrPort) {
+// tagged is the SUBSCRIBE's To with our tag.
+func (s *Server) buildOK(m *sip.Message, via sip.Via, p Packet, tagged []byte) ([]byte, netip.AddrPort) {
 	_, rport := via.Params.Get("rport")
 	src := p.Src
 	dst := src
@@ -51,7 +52,7 @@ func (s *Server) buildOK(m *sip.Message, via sip.Via, p Packet, toTag string) ([
 		})
 	}
 	b.Header("From", m.Get(sip.HdrFrom))
-	b.Header("To", withTag(m.Get(sip.HdrTo), toTag))
+	b.Header("To", tagged)
 	b.Header("Call-ID", m.Get(sip.HdrCallID))
 	b.Header("CSeq", m.Get(sip.HdrCSeq))
 	b.HeaderString("Contact", "<sip:"+p.Port.Addr().String()+">")
@@ -60,20 +61,10 @@ func (s *Server) buildOK(m *sip.Message, via sip.Via, p Packet, toTag string) ([
 	return b.Body("", nil), dst
 }
 
-// withTag returns the To value with ";tag=tag" appended, unless it has a tag.
-func withTag(to []byte, tag string) []byte {
-	if a, err := sip.ParseAddr(to); err == nil && len(a.Tag()) > 0 {
-		return to
-	}
-	out := make([]byte, 0, len(to)+5+len(tag))
-	out = append(out, to...)
-	out = append(out, ";tag="...)
-	return append(out, tag...)
-}
-
 // buildNotify builds the NOTIFY carrying url and says where it goes: the
 // SUBSCRIBE's Contact, or its source when the Contact names no IPv4 host.
-func (s *Server) buildNotify(m *sip.Message, p Packet, branch, toTag, url string) ([]byte, netip.AddrPort) {
+// tagged is the SUBSCRIBE's To with our tag.
+func (s *Server) buildNotify(m *sip.Message, p Packet, branch string, tagged []byte, url string) ([]byte, netip.AddrPort) {
 	local := p.Port.Addr().String()
 	ruri, dst := notifyTarget(m, p.Src)
 
@@ -89,7 +80,7 @@ func (s *Server) buildNotify(m *sip.Message, p Packet, branch, toTag, url string
 	b.RequestLine("NOTIFY", ruri)
 	b.HeaderString("Via", "SIP/2.0/UDP "+local+";branch="+branch+";rport")
 	b.HeaderString("Max-Forwards", "70")
-	b.Header("From", withTag(m.Get(sip.HdrTo), toTag))
+	b.Header("From", tagged)
 	b.Header("To", m.Get(sip.HdrFrom))
 	b.Header("Call-ID", m.Get(sip.HdrCallID))
 	b.HeaderString("CSeq", "1 NOTIFY")

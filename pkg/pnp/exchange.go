@@ -105,6 +105,7 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 		s.drop(p, dropIncomplete, err)
 		return
 	}
+	toAddr, _ := sip.ParseAddr(to) // a To we cannot read has no tag: ours is added
 	if _, _, err := sip.ParseCSeq(m.Get(sip.HdrCSeq)); err != nil {
 		s.drop(p, dropIncomplete, err)
 		return
@@ -169,9 +170,9 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 			s.drop(p, dropShuttingDown, nil)
 			return
 		}
-		toTag := randomTag()
-		if toAddr, err := sip.ParseAddr(to); err == nil && len(toAddr.Tag()) > 0 {
-			toTag = string(toAddr.Tag())
+		toTag := string(toAddr.Tag())
+		if toTag == "" {
+			toTag = randomTag()
 		}
 		ex = &exchange{dialog: dialog, toTag: toTag, port: p.Port, id: id, src: p.Src, url: d.URL, source: d.Source,
 			started: now, deadline: now.Add(64 * s.t1), interval: s.t1}
@@ -180,9 +181,14 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	}
 	toTag := ex.toTag
 	s.mu.Unlock()
+	// The SUBSCRIBE's To with our tag: the 200's To and the NOTIFY's From.
+	tagged := to
+	if len(toAddr.Tag()) == 0 {
+		tagged = append(append(append(make([]byte, 0, len(to)+5+len(toTag)), to...), ";tag="...), toTag...)
+	}
 
 	// The 200, sent before the NOTIFY is built.
-	resp, dst := s.buildOK(m, via, p, toTag)
+	resp, dst := s.buildOK(m, via, p, tagged)
 	s.mu.Lock()
 	tx.resp, tx.dst = resp, dst
 	s.mu.Unlock()
@@ -194,7 +200,7 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	}
 
 	branch := "z9hG4bK" + randomTag() + randomTag()
-	notify, ndst := s.buildNotify(m, p, branch, toTag, d.URL)
+	notify, ndst := s.buildNotify(m, p, branch, tagged, d.URL)
 	s.mu.Lock()
 	ex.key, ex.dst, ex.notify = branch, ndst, notify
 	s.clients[branch] = ex
