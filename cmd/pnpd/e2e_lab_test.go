@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/pnpd/pnpd/pkg/netns"
+	"github.com/pnpd/pnpd/pkg/netns/netnstest"
 )
 
 const (
@@ -40,16 +41,8 @@ const (
 	logTimeout = 15 * time.Second
 )
 
-// skipOrFail skips the test, except under CI=true where a skipped
-// integration test would hide that nothing was tested.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true, cannot skip: %s", msg)
-	}
-	t.Skip(msg)
-}
+// skipOrFail skips the test, except under CI=true where it fails.
+var skipOrFail = netnstest.SkipOrFail
 
 // requireLab skips (or fails under CI) unless namespaces can be made, and
 // removes namespaces that earlier killed runs of these tests left behind.
@@ -58,9 +51,7 @@ func requireLab(t *testing.T) {
 	if testing.Short() {
 		skipOrFail(t, "integration test skipped in -short mode")
 	}
-	if err := netns.Check(); err != nil {
-		skipOrFail(t, "%v", err)
-	}
+	netnstest.Require(t)
 	staleOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -13,24 +13,12 @@ import (
 
 	"github.com/pnpd/pnpd/pkg/netio"
 	"github.com/pnpd/pnpd/pkg/netns"
+	"github.com/pnpd/pnpd/pkg/netns/netnstest"
 )
 
 func lab(t *testing.T) *netns.Pair {
 	t.Helper()
-	if err := netns.Check(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but no network namespaces: %v", err)
-		}
-		t.Skipf("needs network namespaces: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p, err := netns.NewPair(ctx, netns.Options{Subnet: netip.MustParsePrefix("198.18.7.0/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p
+	return netnstest.NewPair(t, netns.Options{Subnet: netip.MustParsePrefix("198.18.7.0/24")})
 }
 
 func TestChooseNamed(t *testing.T) {
