@@ -3,9 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -32,7 +35,32 @@ type Config struct {
 	Path     string
 	SIP      SIP
 	Resolve  Resolve
+	AMI      AMI
 	Warnings []string // things that load but are probably wrong
+}
+
+// Defaults of the [ami] section.
+const (
+	DefaultAMIAddress = "127.0.0.1:5038"
+	DefaultFamily     = "pnp"
+	DefaultRefresh    = 60 * time.Second
+)
+
+// AMI configures the link to the PBX. It is on when the file has an [ami]
+// section; without one pnpd decides from the file alone.
+type AMI struct {
+	Enabled  bool
+	Address  string // host:port, default 127.0.0.1:5038
+	Username string
+	// Secret is the manager secret, read from SecretFile when that is set.
+	Secret     string
+	SecretFile string
+	Family     string        // AstDB family, default "pnp"
+	Refresh    time.Duration // snapshot period; 0 = only at start, reconnect and PnpReload
+	Events     bool          // send the Pnp* UserEvents; default true
+	// Lookup is a dialplan function expression with URL placeholders,
+	// evaluated with Getvar for phones the AstDB family does not name.
+	Lookup string
 }
 
 // SIP configures where pnpd listens and whom it answers.
@@ -120,6 +148,18 @@ type raw struct {
 		Default string    `toml:"default"`
 		Rule    []rawRule `toml:"rule"`
 	} `toml:"resolve"`
+	AMI *rawAMI `toml:"ami"`
+}
+
+type rawAMI struct {
+	Address    *string `toml:"address"`
+	Username   *string `toml:"username"`
+	Secret     *string `toml:"secret"`
+	SecretFile *string `toml:"secret_file"`
+	Family     *string `toml:"family"`
+	Refresh    *string `toml:"refresh"`
+	Events     *bool   `toml:"events"`
+	Lookup     *string `toml:"lookup"`
 }
 
 type rawRule struct {
@@ -242,7 +282,91 @@ func (v *validator) build(r *raw) *Config {
 	for i, rr := range r.Resolve.Rule {
 		cfg.Resolve.Rules = append(cfg.Resolve.Rules, v.rule(i, rr, cfg))
 	}
+	if r.AMI != nil {
+		cfg.AMI = v.ami(r.AMI, cfg)
+	}
 	return cfg
+}
+
+func (v *validator) ami(r *rawAMI, cfg *Config) AMI {
+	a := AMI{Enabled: true, Address: DefaultAMIAddress, Family: DefaultFamily, Refresh: DefaultRefresh, Events: true}
+	if r.Address != nil {
+		a.Address = strings.TrimSpace(*r.Address)
+		host, port, err := net.SplitHostPort(a.Address)
+		if err != nil || host == "" || port == "" {
+			v.fail("ami.address", "%q is not host:port, e.g. %q", a.Address, DefaultAMIAddress)
+		}
+	}
+	if r.Username == nil || strings.TrimSpace(*r.Username) == "" {
+		v.fail("ami", "username missing: the manager.conf user pnpd logs in as")
+	} else {
+		a.Username = strings.TrimSpace(*r.Username)
+		if badAMIText(a.Username) {
+			v.fail("ami.username", "must not hold control characters")
+		}
+	}
+	switch {
+	case r.Secret != nil && r.SecretFile != nil:
+		v.fail("ami.secret_file", "set secret or secret_file, not both")
+	case r.Secret != nil:
+		a.Secret = *r.Secret
+		if a.Secret == "" || badAMIText(a.Secret) {
+			v.fail("ami.secret", "empty or holding control characters")
+		}
+	case r.SecretFile != nil:
+		a.SecretFile = strings.TrimSpace(*r.SecretFile)
+		if a.SecretFile != "" && !filepath.IsAbs(a.SecretFile) && v.file != "" {
+			a.SecretFile = filepath.Join(filepath.Dir(v.file), a.SecretFile)
+		}
+		data, err := os.ReadFile(a.SecretFile)
+		if err != nil {
+			v.fail("ami.secret_file", "%v", err)
+			break
+		}
+		a.Secret = strings.TrimRight(string(data), "\r\n")
+		if a.Secret == "" || badAMIText(a.Secret) {
+			v.fail("ami.secret_file", "%s: empty, or more than one line", a.SecretFile)
+		}
+	default:
+		v.fail("ami", "secret missing: set secret or secret_file")
+	}
+	if r.Family != nil {
+		a.Family = strings.TrimSpace(*r.Family)
+		if a.Family == "" || strings.Trim(a.Family, "/") != a.Family || strings.ContainsAny(a.Family, " \t") || badAMIText(a.Family) {
+			v.fail("ami.family", "%q is not an AstDB family (no spaces, no leading or trailing '/')", a.Family)
+		}
+	}
+	if r.Refresh != nil {
+		d, err := time.ParseDuration(strings.TrimSpace(*r.Refresh))
+		switch {
+		case err != nil:
+			v.fail("ami.refresh", "%q is not a duration such as \"60s\" (\"0s\" turns the periodic refresh off)", *r.Refresh)
+		case d < 0 || (d > 0 && d < time.Second):
+			v.fail("ami.refresh", "%s: must be 0 (off) or at least 1s", d)
+		default:
+			a.Refresh = d
+		}
+	}
+	if r.Events != nil {
+		a.Events = *r.Events
+	}
+	if r.Lookup != nil {
+		a.Lookup = strings.TrimSpace(*r.Lookup)
+		if badAMIText(a.Lookup) {
+			v.fail("ami.lookup", "must not hold control characters")
+		} else if err := checkTemplate(a.Lookup); err != nil {
+			v.fail("ami.lookup", "%v", err)
+		} else if a.Lookup != "" && !strings.Contains(a.Lookup, "(") {
+			cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: %q names no dialplan function (e.g. \"ODBC_PNP_URL({mac})\"): Getvar will read a channel variable that does not exist",
+				v.at("ami.lookup"), a.Lookup))
+		}
+	}
+	return a
+}
+
+// badAMIText reports control characters, which would end an AMI header.
+func badAMIText(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 func (v *validator) rule(i int, rr rawRule, cfg *Config) Rule {

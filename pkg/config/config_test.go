@@ -78,6 +78,17 @@ func TestParseBad(t *testing.T) {
 		{"no url", "[[resolve.rule]]\nvendor = \"snom\"\n", "resolve.rule[1].url"},
 		{"no match keys", "[[resolve.rule]]\nurl = \"http://x/\"\n", "no match keys"},
 		{"bad template", "[resolve]\ndefault = \"http://x/{mac\"\n", "resolve.default"},
+		{"ami without user", "[ami]\nsecret = \"s\"\n", "line 1: ami: username missing"},
+		{"ami without secret", "[ami]\nusername = \"pnpd\"\n", "ami: secret missing"},
+		{"ami both secrets", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nsecret_file = \"/nonexistent\"\n", "line 4: ami.secret_file: set secret or secret_file, not both"},
+		{"ami secret file missing", "[ami]\nusername = \"pnpd\"\nsecret_file = \"/nonexistent/ami.secret\"\n", "line 3: ami.secret_file: open /nonexistent/ami.secret"},
+		{"ami bad address", "[ami]\naddress = \"localhost\"\nusername = \"pnpd\"\nsecret = \"s\"\n", "line 2: ami.address"},
+		{"ami bad family", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nfamily = \"/pnp\"\n", "line 4: ami.family"},
+		{"ami bad refresh", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nrefresh = \"soon\"\n", "line 4: ami.refresh"},
+		{"ami short refresh", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nrefresh = \"10ms\"\n", "ami.refresh: 10ms"},
+		{"ami injected secret", "[ami]\nusername = \"pnpd\"\nsecret = \"s\\r\\nAction: Originate\"\n", "ami.secret"},
+		{"ami unknown key", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nport = 5038\n", "line 4: ami.port: unknown key"},
+		{"ami bad lookup", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nlookup = \"ODBC({mac)\"\n", "ami.lookup"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,6 +103,38 @@ func TestParseBad(t *testing.T) {
 				t.Errorf("error %q lacks the package prefix", err)
 			}
 		})
+	}
+}
+
+func TestAMI(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ami.secret"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "pnpd.toml")
+	text := "[ami]\nusername = \"pnpd\"\nsecret_file = \"ami.secret\"\nrefresh = \"0s\"\nevents = false\nlookup = \"ODBC_PNP_URL({mac})\"\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := AMI{Enabled: true, Address: DefaultAMIAddress, Username: "pnpd", Secret: "s3cret",
+		SecretFile: filepath.Join(dir, "ami.secret"), Family: "pnp", Refresh: 0, Events: false, Lookup: "ODBC_PNP_URL({mac})"}
+	if c.AMI != want {
+		t.Errorf("got %+v\nwant %+v", c.AMI, want)
+	}
+
+	c, err = Parse([]byte("[ami]\naddress = \"10.0.0.5:5039\"\nusername = \"pnpd\"\nsecret = \"x\"\nfamily = \"site1/pnp\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.AMI.Enabled || c.AMI.Address != "10.0.0.5:5039" || c.AMI.Family != "site1/pnp" || c.AMI.Refresh != DefaultRefresh || !c.AMI.Events {
+		t.Errorf("got %+v", c.AMI)
+	}
+	if c, err := Parse([]byte("[sip]\n")); err != nil || c.AMI.Enabled {
+		t.Errorf("no [ami] section: got %+v, %v; want AMI off", c.AMI, err)
 	}
 }
 

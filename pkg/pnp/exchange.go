@@ -62,10 +62,13 @@ type exchange struct {
 	src         netip.AddrPort
 	url         string
 	source      string
+	tenant      string
+	err         error // why no URL could be decided
 	started     time.Time
 	deadline    time.Time // Timer F
 	interval    time.Duration
 	sends       int
+	sendsDone   int // sends, read at the outcome
 	timer       *time.Timer
 	done        bool
 	expires     time.Time // when the dialog entry may go
@@ -141,21 +144,30 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	id := identify(m)
 	req := resolve.Request{MAC: id.MAC, Brand: id.Brand, Model: id.Model, Version: id.Firmware,
 		IP: p.Src.Addr(), Interface: portName(p.Port)}
-	ctx, cancel := context.WithTimeout(context.Background(), s.resolveT)
-	d, err := s.res.Resolve(ctx, req)
-	cancel()
+	d, decided, err := s.decide(req)
+	seen := Event{Kind: EventSeen, Identity: id, Src: p.Src, Interface: portName(p.Port), Time: now}
 	if err != nil {
 		s.drop(p, dropResolveError, err)
-		s.stats.outcomes[outcomeError].Add(1)
-		s.log.Warn("exchange", "outcome", outcomeError.String(), "mac", id.MAC, "brand", id.Brand,
-			"model", id.Model, "firmware", id.Firmware, "src", p.Src.String(), "iface", portName(p.Port), "err", err)
+		s.observe(seen)
+		s.outcome(&exchange{id: id, src: p.Src, port: p.Port, tenant: d.Tenant, source: d.Source, started: now, err: err}, outcomeError, 0)
 		return
 	}
-	if d.URL == "" {
-		s.stats.outcomes[outcomeObserved].Add(1)
-		s.log.Info("exchange", "outcome", outcomeObserved.String(), "mac", id.MAC, "brand", id.Brand,
-			"model", id.Model, "firmware", id.Firmware, "src", p.Src.String(), "iface", portName(p.Port))
+	if decided && d.URL == "" {
+		s.observe(seen)
+		s.outcome(&exchange{id: id, src: p.Src, port: p.Port, source: d.Source, started: now}, outcomeObserved, 0)
 		return
+	}
+	if !decided {
+		// The PBX must be asked: the 200 leaves now, the question is
+		// asked after it, and the NOTIFY follows only if the answer is a
+		// URL. A bounded number of questions wait at once.
+		select {
+		case s.asking <- struct{}{}:
+		default:
+			s.drop(p, dropBusy, nil)
+			s.observe(seen)
+			return
+		}
 	}
 
 	// One NOTIFY per dialog: a new SUBSCRIBE in a dialog that already has
@@ -168,6 +180,9 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 		if s.closing {
 			s.mu.Unlock()
 			s.drop(p, dropShuttingDown, nil)
+			if !decided {
+				<-s.asking
+			}
 			return
 		}
 		toTag := string(toAddr.Tag())
@@ -175,17 +190,16 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 			toTag = randomTag()
 		}
 		ex = &exchange{dialog: dialog, toTag: toTag, port: p.Port, id: id, src: p.Src, url: d.URL, source: d.Source,
-			started: now, deadline: now.Add(64 * s.t1), interval: s.t1}
+			tenant: d.Tenant, started: now, deadline: now.Add(64 * s.t1), interval: s.t1}
 		s.dialogs[dialog] = ex
 		s.inflight.Add(1) // under the lock that checked closing: Shutdown waits for it
 	}
 	toTag := ex.toTag
 	s.mu.Unlock()
-	// The SUBSCRIBE's To with our tag: the 200's To and the NOTIFY's From.
-	tagged := to
-	if len(toAddr.Tag()) == 0 {
-		tagged = append(append(append(make([]byte, 0, len(to)+5+len(toTag)), to...), ";tag="...), toTag...)
+	if existing && !decided {
+		<-s.asking // the dialog's first SUBSCRIBE is asking already
 	}
+	tagged := taggedTo(to, toAddr, toTag)
 
 	// The 200, sent before the NOTIFY is built.
 	resp, dst := s.buildOK(m, via, p, tagged)
@@ -195,17 +209,80 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	if err := p.Port.Send(resp, dst); err != nil {
 		s.log.Warn("send 200", "dst", dst.String(), "err", err)
 	}
+	s.observe(seen)
 	if existing {
 		return
 	}
+	if !decided {
+		later := p
+		later.Data = append([]byte(nil), p.Data...)
+		go s.resolveLater(ex, later, req)
+		return
+	}
+	s.startNotify(ex, m, p, tagged)
+}
 
+// decide asks the resolver for the phone's URL: without I/O when the
+// resolver can (decided), else decided is false and resolveLater asks
+// after the 200. A resolver without a fast path is asked here.
+func (s *Server) decide(req resolve.Request) (d resolve.Decision, decided bool, err error) {
+	if f, ok := s.res.(resolve.Fast); ok {
+		return f.Decide(req)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.resolveT)
+	defer cancel()
+	d, err = s.res.Resolve(ctx, req)
+	return d, true, err
+}
+
+// resolveLater asks the resolver for a phone that got its 200 before its
+// URL was known, then sends the NOTIFY, or ends the exchange without one.
+func (s *Server) resolveLater(ex *exchange, p Packet, req resolve.Request) {
+	defer func() { <-s.asking }()
+	ctx, cancel := context.WithTimeout(context.Background(), s.resolveT)
+	d, err := s.res.Resolve(ctx, req)
+	cancel()
+	s.mu.Lock()
+	ex.url, ex.source, ex.tenant, ex.err = d.URL, d.Source, d.Tenant, err
+	s.mu.Unlock()
+	switch {
+	case err != nil:
+		s.finish(ex, outcomeError, 0)
+		return
+	case d.URL == "":
+		s.finish(ex, outcomeObserved, 0)
+		return
+	}
+	m := new(sip.Message)
+	if err := m.Parse(p.Data); err != nil { // parsed once already: cannot fail
+		ex.err = err
+		s.finish(ex, outcomeError, 0)
+		return
+	}
+	toAddr, _ := sip.ParseAddr(m.Get(sip.HdrTo))
+	s.startNotify(ex, m, p, taggedTo(m.Get(sip.HdrTo), toAddr, ex.toTag))
+}
+
+// startNotify builds the exchange's NOTIFY and sends it.
+func (s *Server) startNotify(ex *exchange, m *sip.Message, p Packet, tagged []byte) {
 	branch := "z9hG4bK" + randomTag() + randomTag()
-	notify, ndst := s.buildNotify(m, p, branch, tagged, d.URL)
+	notify, ndst := s.buildNotify(m, p, branch, tagged, ex.url)
 	s.mu.Lock()
 	ex.key, ex.dst, ex.notify = branch, ndst, notify
-	s.clients[branch] = ex
+	if !ex.done {
+		s.clients[branch] = ex
+	}
 	s.mu.Unlock()
 	s.send(ex)
+}
+
+// taggedTo is the SUBSCRIBE's To with our tag: the 200's To and the
+// NOTIFY's From.
+func taggedTo(to []byte, toAddr sip.Addr, tag string) []byte {
+	if len(toAddr.Tag()) != 0 {
+		return to
+	}
+	return append(append(append(make([]byte, 0, len(to)+5+len(tag)), to...), ";tag="...), tag...)
 }
 
 // send transmits the NOTIFY and arms Timer E, never past Timer F. It
@@ -301,25 +378,75 @@ func (s *Server) finish(ex *exchange, o outcome, status int) {
 	// dialog get no second NOTIFY.
 	ex.expires = time.Now().Add(64 * s.t1)
 	sends := ex.sends
+	ex.sendsDone = sends
 	s.mu.Unlock()
 	s.inflight.Done()
+	s.outcome(ex, o, status)
+}
 
+// outcome counts, logs and reports the outcome of an exchange (finished,
+// or one that never had a NOTIFY).
+func (s *Server) outcome(ex *exchange, o outcome, status int) {
 	s.stats.outcomes[o].Add(1)
+	var reason string
+	switch o {
+	case outcomeRejected:
+		reason = "NOTIFY rejected with " + itoa(status)
+	case outcomeTimeout:
+		reason = "no response to the NOTIFY"
+	case outcomeSendError:
+		reason = "NOTIFY not sent"
+	case outcomeAborted:
+		reason = "shut down before the phone answered"
+	case outcomeError:
+		reason = "no decision"
+	}
+	if ex.err != nil {
+		reason = ex.err.Error()
+	}
+	if s.obs != nil {
+		s.obs.Observe(Event{Kind: EventDone, Identity: ex.id, Src: ex.src, Interface: portName(ex.port),
+			URL: ex.url, Source: ex.source, Tenant: ex.tenant, Outcome: o.String(), Reason: reason,
+			Status: status, Time: time.Now()})
+	}
 	level := slog.LevelInfo
-	if o != outcomeProvisioned {
+	if o != outcomeProvisioned && o != outcomeObserved {
 		level = slog.LevelWarn
 	}
 	if !s.log.Enabled(context.Background(), level) {
 		return
 	}
 	attrs := []any{"outcome", o.String(), "mac", ex.id.MAC, "brand", ex.id.Brand, "model", ex.id.Model,
-		"firmware", ex.id.Firmware, "src", ex.src.String(), "iface", portName(ex.port),
-		"url", resolve.Redact(ex.url), "decided_by", ex.source, "notifies", sends,
-		"duration", time.Since(ex.started).Round(time.Microsecond).String()}
+		"firmware", ex.id.Firmware, "src", ex.src.String(), "iface", portName(ex.port)}
+	if ex.url != "" {
+		attrs = append(attrs, "url", resolve.Redact(ex.url))
+	}
+	if ex.source != "" {
+		attrs = append(attrs, "decided_by", ex.source)
+	}
+	if ex.tenant != "" {
+		attrs = append(attrs, "tenant", ex.tenant)
+	}
+	if ex.notify != nil {
+		attrs = append(attrs, "notifies", ex.sendsDone)
+	}
+	if o != outcomeObserved {
+		attrs = append(attrs, "duration", time.Since(ex.started).Round(time.Microsecond).String())
+	}
 	if status != 0 {
 		attrs = append(attrs, "status", status)
 	}
+	if ex.err != nil {
+		attrs = append(attrs, "err", ex.err.Error())
+	}
 	s.log.Log(context.Background(), level, "exchange", attrs...)
+}
+
+// observe reports ev to the Observer, if any.
+func (s *Server) observe(ev Event) {
+	if s.obs != nil {
+		s.obs.Observe(ev)
+	}
 }
 
 // expire forgets server transactions past Timer J and finished dialogs.

@@ -20,6 +20,7 @@ const (
 	DefaultT2              = 4 * time.Second
 	DefaultMaxTransactions = 50000
 	DefaultResolveTimeout  = 2 * time.Second
+	DefaultMaxAsking       = 256
 )
 
 // ErrShutdown is returned by Shutdown when its context ends before every
@@ -55,6 +56,45 @@ type Config struct {
 	MaxTransactions int           // open server and client transactions; default 50000
 	T1, T2          time.Duration // RFC 3261 timers; defaults 500 ms and 4 s
 	ResolveTimeout  time.Duration // bound on one Resolve call; default 2 s
+	// MaxAsking bounds the phones whose URL is being asked of the PBX at
+	// once (after their 200); default 256. Beyond it a SUBSCRIBE that
+	// needs a question is dropped (counted as "busy"): the phone retries.
+	MaxAsking int
+	// Observer, if set, is told of every SUBSCRIBE transaction and every
+	// outcome.
+	Observer Observer
+}
+
+// Observer is told what happens to phones. Observe runs on the path of the
+// SUBSCRIBE and of the NOTIFY's response: it must not block.
+type Observer interface {
+	Observe(Event)
+}
+
+// EventKind is what an Event reports.
+type EventKind int
+
+// Kinds of Event.
+const (
+	EventSeen EventKind = iota // a new SUBSCRIBE transaction (after its 200, if any)
+	EventDone                  // the outcome of a phone's exchange
+)
+
+// Event is one report to the Observer.
+type Event struct {
+	Kind      EventKind
+	Identity  phone.Identity
+	Src       netip.AddrPort
+	Interface string
+	// URL is the decided URL. It may hold credentials: never log or
+	// publish it whole (resolve.Redact, or its host only).
+	URL     string
+	Source  string // what decided the URL
+	Tenant  string
+	Outcome string // EventDone: provisioned, rejected, timeout, observed, send-error, aborted, error
+	Reason  string // EventDone and not provisioned/observed: why
+	Status  int    // the phone's final response to the NOTIFY, 0 if none
+	Time    time.Time
 }
 
 // Server answers PnP SUBSCRIBEs. It is safe for concurrent use.
@@ -65,6 +105,8 @@ type Server struct {
 	maxTx    int
 	t1, t2   time.Duration
 	resolveT time.Duration
+	obs      Observer
+	asking   chan struct{} // slots for questions asked after the 200
 
 	msgs sync.Pool // *sip.Message
 
@@ -89,6 +131,7 @@ func NewServer(cfg Config) *Server {
 		t1:       cfg.T1,
 		t2:       cfg.T2,
 		resolveT: cfg.ResolveTimeout,
+		obs:      cfg.Observer,
 		servers:  map[string]*serverTx{},
 		clients:  map[string]*exchange{},
 		dialogs:  map[string]*exchange{},
@@ -111,6 +154,10 @@ func NewServer(cfg Config) *Server {
 	if s.resolveT <= 0 {
 		s.resolveT = DefaultResolveTimeout
 	}
+	if cfg.MaxAsking <= 0 {
+		cfg.MaxAsking = DefaultMaxAsking
+	}
+	s.asking = make(chan struct{}, cfg.MaxAsking)
 	s.msgs.New = func() any { return new(sip.Message) }
 	return s
 }
@@ -148,8 +195,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	var open []*exchange
-	for _, ex := range s.clients {
-		open = append(open, ex)
+	for _, ex := range s.dialogs {
+		if !ex.done {
+			open = append(open, ex)
+		}
 	}
 	s.mu.Unlock()
 	for _, ex := range open {

@@ -18,6 +18,7 @@ const (
 	dropUnmatched
 	dropUnicastRequest
 	dropResolveError
+	dropBusy
 	numDropReasons
 )
 
@@ -33,6 +34,7 @@ var dropNames = [numDropReasons]string{
 	dropUnmatched:      "response-unmatched",
 	dropUnicastRequest: "unicast-request",
 	dropResolveError:   "resolve-error",
+	dropBusy:           "busy",
 }
 
 // String names the reason as logs and Stats do.

@@ -24,6 +24,7 @@ type Request struct {
 type Decision struct {
 	URL    string
 	Source string   // what decided, e.g. "rule 2 (line 14)" or "default"
+	Tenant string   // the PBX tenant the phone belongs to, "" when none
 	Trace  []string // each source consulted, in order, and what it said
 }
 
@@ -33,6 +34,13 @@ type Decision struct {
 // not an error but a Decision with no URL.
 type Resolver interface {
 	Resolve(ctx context.Context, req Request) (Decision, error)
+}
+
+// Fast is implemented by resolvers that can often decide without I/O. The
+// responder calls Decide on the path to the 200; when decided is false it
+// sends the 200 first and then calls Resolve.
+type Fast interface {
+	Decide(req Request) (d Decision, decided bool, err error)
 }
 
 // Func adapts a function to the Resolver interface.
@@ -50,6 +58,12 @@ type Static struct {
 // NewStatic returns a resolver for the validated configuration c.
 func NewStatic(c config.Resolve) *Static {
 	return &Static{rules: append([]config.Rule(nil), c.Rules...), def: c.Default}
+}
+
+// Decide implements Fast: the file's rules never need I/O.
+func (s *Static) Decide(req Request) (Decision, bool, error) {
+	d, err := s.Resolve(context.Background(), req)
+	return d, true, err
 }
 
 // Resolve implements Resolver.
@@ -101,6 +115,12 @@ func mismatch(r config.Rule, req Request) string {
 // placeholders whose value is unknown, are left as they are so that a phone
 // that knows them can expand them itself.
 func Expand(tmpl string, req Request) string {
+	return expand(tmpl, req, url.PathEscape)
+}
+
+// expand fills the placeholders of tmpl, passing the values that come from
+// the phone's words (vendor, model, version) through esc.
+func expand(tmpl string, req Request, esc func(string) string) string {
 	if !strings.Contains(tmpl, "{") {
 		return tmpl
 	}
@@ -119,7 +139,7 @@ func Expand(tmpl string, req Request) string {
 		}
 		b.WriteString(tmpl[:i])
 		name := tmpl[i+1 : i+j]
-		if v, ok := value(name, req); ok {
+		if v, ok := value(name, req, esc); ok {
 			b.WriteString(v)
 		} else {
 			b.WriteString(tmpl[i : i+j+1])
@@ -128,7 +148,7 @@ func Expand(tmpl string, req Request) string {
 	}
 }
 
-func value(name string, req Request) (string, bool) {
+func value(name string, req Request, esc func(string) string) (string, bool) {
 	var v string
 	switch name {
 	case "mac":
@@ -136,11 +156,11 @@ func value(name string, req Request) (string, bool) {
 	case "MAC":
 		v = strings.ToUpper(req.MAC)
 	case "vendor":
-		v = url.PathEscape(req.Brand)
+		v = esc(req.Brand)
 	case "model":
-		v = url.PathEscape(req.Model)
+		v = esc(req.Model)
 	case "version":
-		v = url.PathEscape(req.Version)
+		v = esc(req.Version)
 	case "ip":
 		if req.IP.IsValid() {
 			v = req.IP.String()

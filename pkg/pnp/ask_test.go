@@ -1,0 +1,133 @@
+package pnp
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pnpd/pnpd/pkg/resolve"
+)
+
+// slowResolver is a Fast resolver that cannot decide without I/O: every
+// Resolve waits for release, so the test sees what leaves before.
+type slowResolver struct {
+	release chan struct{}
+	urls    map[string]string // by MAC; absent = nobody's phone
+	err     error
+}
+
+func (r *slowResolver) Decide(resolve.Request) (resolve.Decision, bool, error) {
+	return resolve.Decision{}, false, nil
+}
+
+func (r *slowResolver) Resolve(ctx context.Context, req resolve.Request) (resolve.Decision, error) {
+	select {
+	case <-r.release:
+	case <-ctx.Done():
+		return resolve.Decision{}, ctx.Err()
+	}
+	return resolve.Decision{URL: r.urls[req.MAC], Source: "pbx", Tenant: "acme"}, r.err
+}
+
+type recorder struct {
+	mu     sync.Mutex
+	events []Event
+	done   chan Event
+}
+
+func newRecorder() *recorder { return &recorder{done: make(chan Event, 16)} }
+
+func (r *recorder) Observe(ev Event) {
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.mu.Unlock()
+	if ev.Kind == EventDone {
+		r.done <- ev
+	}
+}
+
+func (r *recorder) wait(t *testing.T) Event {
+	t.Helper()
+	select {
+	case ev := <-r.done:
+		return ev
+	case <-time.After(5 * time.Second):
+		t.Fatal("no outcome")
+		return Event{}
+	}
+}
+
+func TestAskedAfterThe200(t *testing.T) {
+	tests := []struct {
+		name    string
+		urls    map[string]string
+		err     error
+		outcome string
+		notify  bool
+	}{
+		{"assigned in the PBX", map[string]string{"001fc11b4e1c": "http://acme/"}, nil, "provisioned", true},
+		{"nobody's phone: 200, no NOTIFY", nil, nil, "observed", false},
+		{"tenant without URL: 200, no NOTIFY", nil, resolve.ErrNoTenantURL, "error", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := &slowResolver{release: make(chan struct{}), urls: tt.urls, err: tt.err}
+			rec := newRecorder()
+			srv := NewServer(Config{Resolver: res, Observer: rec, T1: time.Second})
+			port := newFakePort()
+			src := netip.MustParseAddrPort("192.168.1.89:60000")
+			srv.Handle(Packet{Data: readPhone(t, "htek.sip"), Src: src, Group: true, Port: port})
+			// The 200 left while the question is still open.
+			ok := port.next(t)
+			if m, _ := parseBoth(t, ok.b); m.StatusCode != 200 {
+				t.Fatalf("want the 200 first, got\n%s", ok.b)
+			}
+			port.none(t, 20*time.Millisecond)
+			close(res.release)
+			if tt.notify {
+				n := port.next(t)
+				m, _ := parseBoth(t, n.b)
+				if string(m.Method) != "NOTIFY" || string(m.Body) != "http://acme/" {
+					t.Fatalf("want the NOTIFY, got\n%s", n.b)
+				}
+				srv.Handle(Packet{Data: answer(t, n.b, 200), Src: n.dst, Port: port})
+			}
+			ev := rec.wait(t)
+			if ev.Outcome != tt.outcome || ev.Identity.MAC != "001fc11b4e1c" || ev.Tenant != "acme" {
+				t.Errorf("outcome event %+v", ev)
+			}
+			if !tt.notify {
+				port.none(t, 50*time.Millisecond)
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if len(rec.events) != 2 || rec.events[0].Kind != EventSeen {
+				t.Errorf("events %+v; want one seen then one outcome", rec.events)
+			}
+			if servers, clients := srv.Open(); clients != 0 {
+				t.Errorf("open transactions: %d servers, %d clients", servers, clients)
+			}
+		})
+	}
+}
+
+func TestAskingIsBounded(t *testing.T) {
+	res := &slowResolver{release: make(chan struct{})}
+	srv := NewServer(Config{Resolver: res, MaxAsking: 1, T1: time.Second})
+	port := newFakePort()
+	srv.Handle(Packet{Data: readPhone(t, "htek.sip"), Src: netip.MustParseAddrPort("192.168.1.89:60000"), Group: true, Port: port})
+	port.next(t) // 200
+	srv.Handle(Packet{Data: readPhone(t, "yealink.sip"), Src: netip.MustParseAddrPort("192.168.1.90:5059"), Group: true, Port: port})
+	port.none(t, 20*time.Millisecond)
+	if st := srv.Stats(); st.Dropped["busy"] != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	close(res.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
