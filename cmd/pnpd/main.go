@@ -21,6 +21,9 @@ usage:
   pnpd serve    [-config FILE] [-log-level LEVEL]
   pnpd simulate -vendor BRAND -iface NAME [-mac MAC] [-target 224.0.1.75:5060] [-timeout 5s] [-fetch]
   pnpd resolve  [-config FILE] -mac MAC [-vendor V] [-model M] [-version X] [-ip IP] [-iface NAME]
+  pnpd ctl      [-config FILE] assign MAC TENANT | unassign MAC | tenant set NAME URL |
+                               tenant list | list | reload
+  pnpd doctor   [-config FILE]
 
 Run "pnpd COMMAND -h" for the flags of one command.
 `
@@ -44,6 +47,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		code, err = simulateCmd(args[1:], stdout, stderr)
 	case "resolve":
 		code, err = resolveCmd(args[1:], stdout, stderr)
+	case "ctl":
+		err = ctlCmd(args[1:], stdout, stderr)
+	case "doctor":
+		code, err = doctorCmd(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

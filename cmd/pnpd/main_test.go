@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pnpd/pnpd/pkg/config"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -110,5 +112,26 @@ func TestServeRefusesBadConfig(t *testing.T) {
 	code, _, errs := runCLI(t, "serve", "-config", cfg)
 	if code != 1 || !strings.Contains(errs, cfg+":3: sip.allow") {
 		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+}
+
+// TestExampleConfig keeps examples/pnpd.toml loadable: every key it sets is
+// one the configuration knows (its secret_file points at systemd's
+// credential, which exists only under the unit: a secret stands in).
+func TestExampleConfig(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "examples", "pnpd.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(data), `secret_file = "/run/credentials/pnpd.service/ami.secret"`, `secret = "x"`, 1)
+	if text == string(data) {
+		t.Fatal("examples/pnpd.toml no longer names the systemd credential as secret_file")
+	}
+	cfg, err := config.Parse([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.AMI.Enabled || cfg.AMI.Username != "pnpd" || len(cfg.Resolve.Rules) == 0 {
+		t.Errorf("example config: %+v", cfg)
 	}
 }

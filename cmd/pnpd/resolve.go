@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/pnpd/pnpd/pkg/phone"
 	"github.com/pnpd/pnpd/pkg/resolve"
@@ -52,13 +53,40 @@ func resolveCmd(args []string, stdout, stderr io.Writer) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	d, err := resolve.NewStatic(cfg.Resolve).Resolve(context.Background(), req)
-	if err != nil {
-		return 0, err
+	var res resolve.Resolver = resolve.NewStatic(cfg.Resolve)
+	ctx := context.Background()
+	if cfg.AMI.Enabled {
+		// The PBX as serve sees it: a snapshot, then questions for what
+		// it lacks. Without a login the trace says the PBX was down.
+		link := startAMI(cfg.AMI, log)
+		defer link.Close()
+		if err := link.login(ctx, cfg.AMI); err != nil {
+			fmt.Fprintf(stderr, "warning: %v: deciding without the PBX\n", err)
+		}
+		px := newPBX(cfg.AMI, link, log)
+		pctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = px.Serve(pctx) }()
+		defer func() { stop(); <-done }()
+		if px.Live() {
+			select {
+			case <-px.Loaded():
+			case <-time.After(loginTimeout):
+				fmt.Fprintln(stderr, "warning: no snapshot of the PBX's family in time")
+			}
+		}
+		res = resolve.NewChain(cfg.Resolve, px, cfg.AMI.Lookup)
 	}
+	d, err := res.Resolve(ctx, req)
 	fmt.Fprintf(stderr, "phone: mac=%s brand=%s model=%s version=%s ip=%s iface=%s\n", req.MAC, req.Brand, req.Model, req.Version, *ip, req.Interface)
 	for _, t := range d.Trace {
 		fmt.Fprintln(stderr, "  "+resolve.Redact(t))
+	}
+	if err != nil {
+		if d.Source != "" {
+			fmt.Fprintf(stderr, "decided by: %s: failure: the phone gets no NOTIFY\n", d.Source)
+		}
+		return 0, err
 	}
 	if d.URL == "" {
 		fmt.Fprintln(stderr, "decided by: nothing: this phone would be observed, not answered")

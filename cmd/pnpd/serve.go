@@ -16,6 +16,7 @@ import (
 
 	"github.com/pnpd/pnpd/pkg/config"
 	"github.com/pnpd/pnpd/pkg/netio"
+	"github.com/pnpd/pnpd/pkg/pbx"
 	"github.com/pnpd/pnpd/pkg/pnp"
 	"github.com/pnpd/pnpd/pkg/resolve"
 )
@@ -85,10 +86,35 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			allow = append(allow, c.Prefix.Masked())
 		}
 	}
-	srv := pnp.NewServer(pnp.Config{Resolver: resolve.NewStatic(cfg.Resolve), Allow: allow, Logger: log})
-
+	pcfg := pnp.Config{Resolver: resolve.NewStatic(cfg.Resolve), Allow: allow, Logger: log}
 	srvCtx, srvStop := context.WithCancel(context.Background())
 	defer srvStop()
+	var px *pbx.PBX
+	if cfg.AMI.Enabled {
+		link := startAMI(cfg.AMI, log)
+		defer link.Close()
+		px = newPBX(cfg.AMI, link, log)
+		pbxDone := make(chan struct{})
+		go func() {
+			defer close(pbxDone)
+			_ = px.Serve(srvCtx)
+		}()
+		defer func() { srvStop(); <-pbxDone }()
+		pcfg.Resolver = resolve.NewChain(cfg.Resolve, px, cfg.AMI.Lookup)
+		pcfg.Observer = px
+		// Start with the PBX's data when it answers soon; without it,
+		// phones are answered from the file until it does.
+		wait := time.NewTimer(firstSnapshotWait)
+		select {
+		case <-px.Loaded():
+		case <-wait.C:
+			log.Warn("pbx: no snapshot yet: answering from the file's rules until the PBX answers",
+				"ami", cfg.AMI.Address, "err", errString(link.c.Status().Err))
+		case <-ctx.Done():
+		}
+		wait.Stop()
+	}
+	srv := pnp.NewServer(pcfg)
 	go srv.Serve(srvCtx)
 	lctx, lstop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
@@ -98,15 +124,16 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}))
 	}()
 
-	observe := cfg.Resolve.Default == "" && len(cfg.Resolve.Rules) == 0
+	observe := cfg.Resolve.Default == "" && len(cfg.Resolve.Rules) == 0 && !cfg.AMI.Enabled
 	names := make([]string, 0, len(chosen))
 	for _, i := range l.Interfaces() {
 		names = append(names, i.Name()+"="+i.Addr().String())
 	}
 	log.Info("ready", "group", cfg.SIP.Group.String(), "interfaces", strings.Join(names, ","),
-		"allow", prefixes(allow), "rules", len(cfg.Resolve.Rules), "default", resolve.Redact(cfg.Resolve.Default), "observe", observe)
+		"allow", prefixes(allow), "rules", len(cfg.Resolve.Rules), "default", resolve.Redact(cfg.Resolve.Default),
+		"pbx", pbxName(cfg.AMI), "observe", observe)
 	if observe {
-		log.Warn("observe mode: no [resolve] default and no rules, so no phone is answered")
+		log.Warn("observe mode: no [resolve] default, no rules and no [ami], so no phone is answered")
 	}
 
 	select {
@@ -121,11 +148,34 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
+	if px != nil {
+		if err := px.Flush(sctx); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}
 	lstop()
 	<-served
 	st := srv.Stats()
 	log.Info("stopped", "datagrams", st.Datagrams, "dropped_by_listener", l.Dropped(), "subscribes", st.Subscribes, "outcomes", fmt.Sprint(st.Outcomes), "dropped", fmt.Sprint(st.Dropped))
 	return nil
+}
+
+// firstSnapshotWait bounds how long serve waits for the PBX's data before
+// it starts answering.
+const firstSnapshotWait = 3 * time.Second
+
+func pbxName(c config.AMI) string {
+	if !c.Enabled {
+		return "none"
+	}
+	return c.Username + "@" + c.Address + " family " + c.Family
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func prefixes(ps []netip.Prefix) string {

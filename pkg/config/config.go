@@ -491,6 +491,10 @@ func anyBrandMatches(pattern string) bool {
 	return false
 }
 
+// CheckTemplate reports whether a URL template's braces pair up, as the
+// configuration requires of every URL.
+func CheckTemplate(t string) error { return checkTemplate(t) }
+
 // checkTemplate rejects templates whose braces do not pair up; unknown
 // {names} are allowed (the phone may expand them).
 func checkTemplate(t string) error {

@@ -539,6 +539,25 @@ func (i *Instance) command(ctx context.Context, ns *netns.NS, args ...string) *e
 	return cmd
 }
 
+// Wrapper writes an executable script into the instance's directory that
+// runs this instance's asterisk with its asterisk.conf and the script's
+// arguments, so that scripts written for a PBX host (`asterisk -rx ...`)
+// can be run against it; it returns the script's path. The instance must
+// not run in a namespace.
+func (i *Instance) Wrapper(t testing.TB) string {
+	t.Helper()
+	if i.NS != nil {
+		t.Fatal("asterisktest: Wrapper: the instance runs in a namespace")
+	}
+	path := filepath.Join(i.Dir, "asterisk")
+	script := fmt.Sprintf("#!/bin/sh\nexec %q --library-path %q %q -C %q \"$@\"\n",
+		i.paths.loader, i.paths.libDir, i.paths.asterisk, i.conf())
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // errPortTaken: Asterisk booted, but another process holds its AMI port.
 var errPortTaken = errors.New("the AMI port is held by another process")
 

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pnpd/pnpd/ami"
+	"github.com/pnpd/pnpd/pkg/config"
+	"github.com/pnpd/pnpd/pkg/pbx"
+)
+
+// loginTimeout bounds how long the one-shot commands (ctl, doctor,
+// resolve) wait for the AMI login.
+const loginTimeout = 5 * time.Second
+
+// amiLink is a running AMI client.
+type amiLink struct {
+	c    *ami.Client
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// startAMI starts an AMI client for cfg; Close it.
+func startAMI(cfg config.AMI, log *slog.Logger) *amiLink {
+	c := ami.New(ami.Config{Address: cfg.Address, Username: cfg.Username, Secret: cfg.Secret, Logger: log})
+	ctx, stop := context.WithCancel(context.Background())
+	l := &amiLink{c: c, stop: stop, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		_ = c.Serve(ctx)
+	}()
+	return l
+}
+
+// login waits for the login, for the one-shot commands.
+func (l *amiLink) login(ctx context.Context, cfg config.AMI) error {
+	ctx, cancel := context.WithTimeout(ctx, loginTimeout)
+	defer cancel()
+	if err := l.c.WaitConnected(ctx); err != nil {
+		return fmt.Errorf("ami %s@%s: %w", cfg.Username, cfg.Address, err)
+	}
+	return nil
+}
+
+// Close logs off and stops the client.
+func (l *amiLink) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = l.c.Shutdown(ctx)
+	l.stop()
+	<-l.done
+}
+
+// newPBX builds the PBX view for cfg over l.
+func newPBX(cfg config.AMI, l *amiLink, log *slog.Logger) *pbx.PBX {
+	return pbx.New(pbx.Config{Client: l.c, Family: cfg.Family, Refresh: cfg.Refresh, Events: cfg.Events, Logger: log})
+}
+
+// sendReload tells every pnpd of the site to take a new snapshot.
+func sendReload(ctx context.Context, c *ami.Client) error {
+	if err := c.UserEvent(ctx, pbx.EventReload); err != nil {
+		return fmt.Errorf("UserEvent %s: %w", pbx.EventReload, err)
+	}
+	return nil
+}
+
+// errNoAMI is returned by the commands that need an [ami] section.
+var errNoAMI = errors.New("the configuration has no [ami] section: pnpd does not know how to reach the PBX (see README, \"The PBX database\")")

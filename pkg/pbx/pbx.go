@@ -1,0 +1,360 @@
+package pbx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pnpd/pnpd/ami"
+	"github.com/pnpd/pnpd/pkg/pnp"
+	"github.com/pnpd/pnpd/pkg/resolve"
+)
+
+// Defaults of Config.
+const (
+	DefaultQueue       = 50000
+	DefaultLoadTimeout = 60 * time.Second
+	DefaultCallTimeout = 5 * time.Second
+)
+
+// Config configures a PBX. NewPBX does not modify it.
+type Config struct {
+	Client  *ami.Client // required; its Serve runs elsewhere
+	Family  string      // AstDB family, default "pnp"
+	Refresh time.Duration
+	// Events sends the Pnp* UserEvents; seen records are written either way.
+	Events bool
+	// Queue bounds the writes (seen records, UserEvents) waiting for the
+	// PBX; default 50000.
+	Queue       int
+	LoadTimeout time.Duration // bound on one DBGetTree; default 60 s
+	CallTimeout time.Duration // bound on one write; default 5 s
+	Logger      *slog.Logger
+}
+
+// Stats are a PBX's counters.
+type Stats struct {
+	Snapshot    *resolve.Snapshot // nil before the first
+	Loads       int64             // snapshots taken
+	LoadErrors  int64
+	QueueDepth  int
+	Written     int64 // writes done (records and UserEvents)
+	Overflows   int64 // writes that did not fit in the queue: lost, logged
+	WriteErrors int64 // writes Asterisk refused: lost, logged
+}
+
+// PBX is pnpd's view of the PBX. It implements resolve.PBX and
+// pnp.Observer; all methods are safe for concurrent use.
+type PBX struct {
+	c       *ami.Client
+	family  string
+	refresh time.Duration
+	events  bool
+	loadT   time.Duration
+	callT   time.Duration
+	log     *slog.Logger
+
+	snap   atomic.Pointer[resolve.Snapshot]
+	queue  chan write
+	reload chan struct{}
+	loaded chan struct{} // closed after the first snapshot
+	once   sync.Once
+
+	loads, loadErrors, written, overflows, writeErrors atomic.Int64
+	overflowLogged                                     atomic.Bool
+	busy                                               atomic.Bool // a write is being done
+}
+
+// write is one queued write: a UserEvent or a DBPut.
+type write struct {
+	event   string // UserEvent name, "" for a DBPut
+	headers []ami.Header
+	key     string // DBPut key (relative to the family)
+	value   string
+}
+
+// New returns a PBX for cfg.
+func New(cfg Config) *PBX {
+	p := &PBX{c: cfg.Client, family: cfg.Family, refresh: cfg.Refresh, events: cfg.Events,
+		loadT: cfg.LoadTimeout, callT: cfg.CallTimeout, log: cfg.Logger,
+		reload: make(chan struct{}, 1), loaded: make(chan struct{})}
+	if p.family == "" {
+		p.family = "pnp"
+	}
+	if p.loadT <= 0 {
+		p.loadT = DefaultLoadTimeout
+	}
+	if p.callT <= 0 {
+		p.callT = DefaultCallTimeout
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	q := cfg.Queue
+	if q <= 0 {
+		q = DefaultQueue
+	}
+	p.queue = make(chan write, q)
+	return p
+}
+
+// Snapshot implements resolve.PBX.
+func (p *PBX) Snapshot() *resolve.Snapshot { return p.snap.Load() }
+
+// Live implements resolve.PBX: whether AMI is logged in now.
+func (p *PBX) Live() bool { return p.c.Status().State == ami.Connected }
+
+// Get implements resolve.PBX with a DBGet.
+func (p *PBX) Get(ctx context.Context, key string) (string, bool, error) {
+	v, err := p.c.DBGet(ctx, p.family, key)
+	switch {
+	case err == nil:
+		return v, true, nil
+	case errors.Is(err, ami.ErrNotFound):
+		return "", false, nil
+	case errors.Is(err, ami.ErrNotConnected), errors.Is(err, ami.ErrClosed):
+		return "", false, fmt.Errorf("%w: %w", resolve.ErrPBXDown, err)
+	}
+	return "", false, err
+}
+
+// Eval implements resolve.PBX with a Getvar.
+func (p *PBX) Eval(ctx context.Context, expr string) (string, error) {
+	v, err := p.c.Getvar(ctx, expr)
+	if errors.Is(err, ami.ErrNotConnected) || errors.Is(err, ami.ErrClosed) {
+		return "", fmt.Errorf("%w: %w", resolve.ErrPBXDown, err)
+	}
+	return v, err
+}
+
+// Loaded returns a channel closed once the first snapshot is in.
+func (p *PBX) Loaded() <-chan struct{} { return p.loaded }
+
+// Reload asks Serve for a new snapshot now (as PnpReload does).
+func (p *PBX) Reload() {
+	select {
+	case p.reload <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// Stats returns the counters.
+func (p *PBX) Stats() Stats {
+	return Stats{Snapshot: p.snap.Load(), Loads: p.loads.Load(), LoadErrors: p.loadErrors.Load(),
+		QueueDepth: len(p.queue), Written: p.written.Load(), Overflows: p.overflows.Load(),
+		WriteErrors: p.writeErrors.Load()}
+}
+
+// Observe implements pnp.Observer: it queues the UserEvent and, for an
+// outcome, the seen record. It never blocks.
+func (p *PBX) Observe(ev pnp.Event) {
+	switch ev.Kind {
+	case pnp.EventSeen:
+		if p.events {
+			p.enqueue(write{event: EventSeen, headers: toAMI(eventHeaders(ev))})
+		}
+	case pnp.EventDone:
+		if p.events {
+			switch ev.Outcome {
+			case "provisioned":
+				p.enqueue(write{event: EventProvisioned, headers: toAMI(eventHeaders(ev))})
+			case "observed":
+			default:
+				p.enqueue(write{event: EventFailed, headers: toAMI(eventHeaders(ev))})
+			}
+		}
+		if ev.Identity.MAC != "" {
+			p.enqueue(write{key: resolve.KeySeen + ev.Identity.MAC, value: SeenRecord(ev)})
+		}
+	}
+}
+
+func toAMI(hs []header) []ami.Header {
+	out := make([]ami.Header, len(hs))
+	for i, h := range hs {
+		out[i] = ami.Header{Key: h.Key, Value: h.Value}
+	}
+	return out
+}
+
+func (p *PBX) enqueue(w write) {
+	select {
+	case p.queue <- w:
+	default:
+		n := p.overflows.Add(1)
+		if p.overflowLogged.CompareAndSwap(false, true) {
+			p.log.Warn("pbx write queue full: writes are being lost", "queue", cap(p.queue), "lost", n,
+				"what", w.what())
+		}
+	}
+}
+
+func (w write) what() string {
+	if w.event != "" {
+		return "UserEvent " + w.event
+	}
+	return "DBPut " + w.key
+}
+
+// Serve takes the snapshots and does the queued writes until ctx ends.
+// Run the ami.Client's Serve beside it.
+func (p *PBX) Serve(ctx context.Context) error {
+	events, cancel := p.c.Subscribe("UserEvent", 64)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.writer(ctx)
+	}()
+	defer wg.Wait()
+
+	var tick <-chan time.Time
+	if p.refresh > 0 {
+		t := time.NewTicker(p.refresh)
+		defer t.Stop()
+		tick = t.C
+	}
+	logins := -1
+	wasLive := false
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		st := p.c.Status()
+		live := st.State == ami.Connected
+		switch {
+		case live && st.Logins != logins:
+			// A new login (the first, or after a reconnect): what
+			// happened meanwhile is unknown, so read it all again.
+			if logins >= 0 {
+				p.log.Info("pbx connected again: taking a new snapshot", "logins", st.Logins)
+			}
+			logins = st.Logins
+			p.load(ctx, "login")
+		case !live && wasLive:
+			snap := p.snap.Load()
+			attrs := []any{"err", errString(st.Err)}
+			if snap != nil {
+				attrs = append(attrs, "snapshot_taken", snap.Taken.Format(time.RFC3339), "phones", len(snap.MACs))
+			}
+			p.log.Warn("pbx not connected: answering from the last snapshot until it is back", attrs...)
+		}
+		wasLive = live
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+		case <-tick:
+			if live {
+				p.load(ctx, "refresh")
+			}
+		case <-p.reload:
+			if live {
+				p.load(ctx, "reload")
+			}
+		case ev := <-events:
+			if strings.EqualFold(ev.Get("UserEvent"), EventReload) && live {
+				p.load(ctx, EventReload)
+			}
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// load takes a snapshot of the whole family and publishes it.
+func (p *PBX) load(ctx context.Context, why string) {
+	start := time.Now()
+	lctx, cancel := context.WithTimeout(ctx, p.loadT)
+	entries, err := p.c.DBGetTree(lctx, p.family, "")
+	cancel()
+	if err != nil {
+		p.loadErrors.Add(1)
+		if ctx.Err() == nil {
+			p.log.Warn("pbx snapshot failed: keeping the last one", "why", why, "err", err)
+		}
+		return
+	}
+	s := resolve.NewSnapshot(len(entries))
+	for _, e := range entries {
+		s.Add(e.Key, e.Value)
+	}
+	s.Taken = time.Now()
+	p.snap.Store(s)
+	p.loads.Add(1)
+	p.once.Do(func() { close(p.loaded) })
+	p.log.Info("pbx snapshot", "why", why, "family", p.family, "entries", s.Entries, "phones", len(s.MACs),
+		"tenants", len(s.Tenants), "default", s.Default != "", "ignored", s.Ignored,
+		"took", time.Since(start).Round(time.Millisecond).String())
+}
+
+// writer does the queued writes in order. A write that finds the PBX away
+// waits for it; one that Asterisk refuses is counted and logged.
+func (p *PBX) writer(ctx context.Context) {
+	for {
+		var w write
+		select {
+		case <-ctx.Done():
+			return
+		case w = <-p.queue:
+		}
+		p.busy.Store(true)
+		for {
+			err := p.do(ctx, w)
+			if err == nil {
+				p.written.Add(1)
+				if len(p.queue) == 0 {
+					p.overflowLogged.Store(false)
+				}
+				break
+			}
+			if errors.Is(err, ami.ErrNotConnected) || errors.Is(err, context.DeadlineExceeded) && !p.Live() {
+				// Away: wait for the next login, then try again.
+				if werr := p.c.WaitConnected(ctx); werr != nil && ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			n := p.writeErrors.Add(1)
+			p.log.Warn("pbx write refused", "what", w.what(), "err", err, "refused", n)
+			break
+		}
+		p.busy.Store(false)
+	}
+}
+
+func (p *PBX) do(ctx context.Context, w write) error {
+	cctx, cancel := context.WithTimeout(ctx, p.callT)
+	defer cancel()
+	if w.event != "" {
+		return p.c.UserEvent(cctx, w.event, w.headers...)
+	}
+	return p.c.DBPut(cctx, p.family, w.key, w.value)
+}
+
+// Flush waits until the queue is empty or ctx ends; for a clean shutdown.
+func (p *PBX) Flush(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for len(p.queue) > 0 || p.busy.Load() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pbx: flush: %d writes left: %w", len(p.queue), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
