@@ -111,18 +111,7 @@ func (c *Chain) Resolve(ctx context.Context, req Request) (Decision, error) {
 }
 
 // fileMAC tries the file's rules that name a mac.
-func (c *Chain) fileMAC(d *Decision, req Request) bool {
-	for _, r := range c.macRules {
-		if why := mismatch(r, req); why != "" {
-			d.Trace = append(d.Trace, r.Name()+": no ("+why+")")
-			continue
-		}
-		d.URL, d.Source = Expand(r.URL, req), r.Name()
-		d.Trace = append(d.Trace, r.Name()+": match")
-		return true
-	}
-	return false
-}
+func (c *Chain) fileMAC(d *Decision, req Request) bool { return tryRules(c.macRules, d, req) }
 
 // perMAC finds the PBX's value for the phone: the snapshot, else the AstDB
 // key asked now, else the lookup expression. "" when nobody assigned it.
@@ -212,13 +201,7 @@ func (c *Chain) value(ctx context.Context, d *Decision, req Request, v, from str
 // generic tries the file's other rules, the PBX's default/url and the
 // file's default.
 func (c *Chain) generic(d *Decision, req Request, snap *Snapshot) {
-	for _, r := range c.rules {
-		if why := mismatch(r, req); why != "" {
-			d.Trace = append(d.Trace, r.Name()+": no ("+why+")")
-			continue
-		}
-		d.URL, d.Source = Expand(r.URL, req), r.Name()
-		d.Trace = append(d.Trace, r.Name()+": match")
+	if tryRules(c.rules, d, req) {
 		return
 	}
 	if snap != nil && snap.Default != "" {

@@ -69,14 +69,7 @@ func (s *Static) Decide(req Request) (Decision, bool, error) {
 // Resolve implements Resolver.
 func (s *Static) Resolve(_ context.Context, req Request) (Decision, error) {
 	var d Decision
-	for _, r := range s.rules {
-		if why := mismatch(r, req); why != "" {
-			d.Trace = append(d.Trace, r.Name()+": no ("+why+")")
-			continue
-		}
-		d.URL = Expand(r.URL, req)
-		d.Source = r.Name()
-		d.Trace = append(d.Trace, r.Name()+": match")
+	if tryRules(s.rules, &d, req) {
 		return d, nil
 	}
 	if s.def != "" {
@@ -87,6 +80,21 @@ func (s *Static) Resolve(_ context.Context, req Request) (Decision, error) {
 	}
 	d.Trace = append(d.Trace, "default: none configured")
 	return d, nil
+}
+
+// tryRules tries rules in order, tracing each, and takes the first that
+// matches into d.
+func tryRules(rules []config.Rule, d *Decision, req Request) bool {
+	for _, r := range rules {
+		if why := mismatch(r, req); why != "" {
+			d.Trace = append(d.Trace, r.Name()+": no ("+why+")")
+			continue
+		}
+		d.URL, d.Source = Expand(r.URL, req), r.Name()
+		d.Trace = append(d.Trace, r.Name()+": match")
+		return true
+	}
+	return false
 }
 
 // Matches reports whether every key r sets matches req.
