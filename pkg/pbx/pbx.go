@@ -257,10 +257,42 @@ func (p *PBX) Serve(ctx context.Context) error {
 			if live {
 				p.load(ctx, "reload")
 			}
-		case ev := <-events:
+		case ev, ok := <-events:
+			if !ok { // the client shut down
+				events = nil
+				continue
+			}
 			if strings.EqualFold(ev.Get("UserEvent"), EventReload) && live {
+				// A burst of PnpReloads (a script assigning a hundred
+				// phones) makes one snapshot, not a hundred: those that
+				// arrived while waiting are taken as read.
+				wait := time.NewTimer(reloadGap)
+				select {
+				case <-ctx.Done():
+					wait.Stop()
+					return nil
+				case <-wait.C:
+				}
+				drain(events)
 				p.load(ctx, EventReload)
 			}
+		}
+	}
+}
+
+// reloadGap is how long a PnpReload waits for the rest of its burst.
+const reloadGap = 200 * time.Millisecond
+
+// drain empties ch without blocking.
+func drain(ch <-chan ami.Event) {
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		default:
+			return
 		}
 	}
 }

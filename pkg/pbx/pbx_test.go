@@ -232,3 +232,30 @@ func BenchmarkAsteriskDBGet(b *testing.B) {
 		}
 	}
 }
+
+func TestReloadBurstIsOneSnapshot(t *testing.T) {
+	a := asterisktest.Start(t, asterisktest.Options{})
+	p, c := start(t, a.Addr, a.Username, a.Secret, Config{})
+	waitLoaded(t, p)
+	before := p.Stats().Loads
+	a.CLI(t, "database put pnp mac/001fc11b4e1c acme")
+	ctx := context.Background()
+	const burst = 30
+	for range burst {
+		if err := c.UserEvent(ctx, EventReload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Stats().Loads == before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(3 * reloadGap) // room for any further (wrong) loads
+	n := p.Stats().Loads - before
+	if n < 1 || n > 3 {
+		t.Errorf("%d PnpReloads made %d snapshots, want 1 (at most 3)", burst, n)
+	}
+	if _, ok := p.Snapshot().MACs["001fc11b4e1c"]; !ok {
+		t.Error("the snapshot after the reload lacks the change")
+	}
+}
