@@ -152,7 +152,7 @@ func parseCtl(args []string) (ctlOp, error) {
 		if err := want(1); err != nil {
 			return nil, err
 		}
-		return func(ctx context.Context, c *ctl) error { return c.changed(ctx) }, nil
+		return func(ctx context.Context, c *ctl) error { return sendReload(ctx, c.c) }, nil
 	}
 	return nil, fmt.Errorf("unknown command %q", args[0])
 }
@@ -180,11 +180,13 @@ func (c *ctl) assign(ctx context.Context, mac, value string) error {
 	if !strings.Contains(value, "://") {
 		// Assigning to a tenant without a URL is allowed (the URL may
 		// follow), but the phone would fail until then: say so.
-		if _, err := c.c.DBGet(ctx, c.family, resolve.TenantKey(value, "")); errors.Is(err, ami.ErrNotFound) {
+		keys, err := c.c.DBGetTree(ctx, c.family, resolve.KeyTenant+value)
+		if err != nil {
+			return err
+		}
+		if len(keys) == 0 {
 			fmt.Fprintf(c.warn, "warning: tenant %q has no URL (%s/%s): its phones fail until \"pnpd ctl tenant set %s URL\"\n",
 				value, c.family, resolve.TenantKey(value, ""), value)
-		} else if err != nil {
-			return err
 		}
 	}
 	if err := c.c.DBPut(ctx, c.family, resolve.MACKey(mac), value); err != nil {
@@ -207,8 +209,14 @@ func (c *ctl) tenantSet(ctx context.Context, name, url string) error {
 	return c.changed(ctx)
 }
 
-// changed announces a change to every pnpd.
-func (c *ctl) changed(ctx context.Context) error { return sendReload(ctx, c.c) }
+// changed announces a change to every pnpd. When that fails the change
+// itself is made: the error says so.
+func (c *ctl) changed(ctx context.Context) error {
+	if err := sendReload(ctx, c.c); err != nil {
+		return fmt.Errorf("the change is made, but %w: every pnpd takes it within its [ami] refresh, or run \"pnpd ctl reload\"", err)
+	}
+	return nil
+}
 
 func (c *ctl) read(ctx context.Context) (*resolve.Snapshot, map[string]string, error) {
 	entries, err := c.c.DBGetTree(ctx, c.family, "")

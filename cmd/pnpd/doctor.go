@@ -165,32 +165,46 @@ func (d *doctor) checkAMI(c config.AMI) {
 				fmt.Sprintf("give the user [%s] read = user (with system) in manager.conf", c.Username))
 		}
 	}
+	if c.Lookup != "" {
+		d.checkLookup(ctx, a, c, wrote, probe)
+	}
 	if wrote {
-		// Privileged dialplan functions answer empty over AMI unless
-		// live_dangerously is set; DB() is one, so it tells.
-		v, err := a.Getvar(ctx, "DB("+c.Family+"/"+probe+")")
-		privileged := err == nil && v == "1"
-		if c.Lookup != "" {
-			expr := resolve.ExpandLookup(c.Lookup, resolve.Request{MAC: "000000000000", Brand: "yealink"})
-			lv, lerr := a.Getvar(ctx, expr)
-			switch {
-			case lerr != nil:
-				d.fail("lookup", fmt.Sprintf("Getvar %s: %v", expr, lerr), "check the expression in [ami] lookup")
-			case lv == "" && !privileged:
-				d.fail("lookup", fmt.Sprintf("Getvar %s is empty, and Asterisk refuses privileged functions over AMI (DB() answered empty too)", expr),
-					"set live_dangerously = yes in the [options] of asterisk.conf (func_odbc functions are privileged), then restart Asterisk")
-			case lv == "":
-				d.warn("lookup", fmt.Sprintf("Getvar %s is empty for a made-up phone (expected); privileged functions are allowed", expr), "")
-			default:
-				d.ok("lookup", "Getvar %s = %q", expr, lv)
-			}
-		} else if !privileged {
-			d.ok("privileged functions", "refused over AMI (live_dangerously off): fine without a lookup")
-		}
 		if err := a.DBDel(ctx, c.Family, probe); err != nil {
 			d.warn("cleanup", fmt.Sprintf("DBDel %s/%s: %v", c.Family, probe, err), fmt.Sprintf("asterisk -rx 'database del %s %s'", c.Family, probe))
 		}
 	}
+}
+
+// checkLookup evaluates the lookup for a made-up phone. An empty answer is
+// expected then, unless Asterisk refuses privileged functions over AMI
+// (live_dangerously off): DB() of the probe key, privileged too, tells.
+func (d *doctor) checkLookup(ctx context.Context, a *ami.Client, c config.AMI, probed bool, probe string) {
+	expr := resolve.ExpandLookup(c.Lookup, resolve.Request{MAC: "000000000000", Brand: "yealink"})
+	v, err := a.Getvar(ctx, expr)
+	var ae *ami.Error
+	switch {
+	case errors.As(err, &ae) && strings.Contains(strings.ToLower(ae.Message), "permission"):
+		d.fail("lookup", fmt.Sprintf("Getvar %s: %v", expr, err), fmt.Sprintf("give the user [%s] write = reporting (with system,user) in manager.conf", c.Username))
+		return
+	case err != nil:
+		d.fail("lookup", fmt.Sprintf("Getvar %s: %v", expr, err), "check the expression in [ami] lookup")
+		return
+	case v != "":
+		d.ok("lookup", "Getvar %s = %q", expr, v)
+		return
+	}
+	if !probed {
+		d.warn("lookup", fmt.Sprintf("Getvar %s is empty, and whether Asterisk allows privileged functions over AMI cannot be told without DBPut", expr),
+			"if the lookup stays empty for phones it should know, set live_dangerously = yes in the [options] of asterisk.conf")
+		return
+	}
+	pv, perr := a.Getvar(ctx, "DB("+c.Family+"/"+probe+")")
+	if perr == nil && pv == "1" {
+		d.ok("lookup", "Getvar %s is empty for a made-up phone, as expected; privileged functions are allowed over AMI", expr)
+		return
+	}
+	d.fail("lookup", fmt.Sprintf("Getvar %s is empty, and Asterisk refuses privileged functions over AMI (DB() answered empty too): the lookup answers empty for every phone", expr),
+		"set live_dangerously = yes in the [options] of asterisk.conf (func_odbc functions are privileged), then restart Asterisk")
 }
 
 // checkNetwork checks the interfaces, the multicast route and the join.

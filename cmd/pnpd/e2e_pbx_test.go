@@ -44,6 +44,41 @@ func cli(t *testing.T, a *asterisktest.Instance, command string) string {
 	return out
 }
 
+// exampleUser is the [pnpd] user of examples/manager.conf, with the read
+// and write classes the example gives it: the tests run as the
+// least-privilege user operators are told to create.
+func exampleUser(t *testing.T) asterisktest.User {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "examples", "manager.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := asterisktest.User{Name: "pnpd"}
+	in := false
+	for _, line := range strings.Split(string(data), "\n") {
+		line, _, _ = strings.Cut(line, ";")
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			in = line == "[pnpd]"
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !in || !ok {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "read":
+			u.Read = strings.TrimSpace(v)
+		case "write":
+			u.Write = strings.TrimSpace(v)
+		}
+	}
+	if u.Read == "" || u.Write == "" {
+		t.Fatalf("examples/manager.conf: no read and write in [pnpd]: %+v", u)
+	}
+	return u
+}
+
 // decidedBy returns the "decided by: ..." line of a resolve run.
 func decidedBy(stderr string) string {
 	for _, l := range strings.Split(stderr, "\n") {
@@ -120,7 +155,7 @@ func TestPBXLookup(t *testing.T) {
 	// answers only with live_dangerously.
 	for _, live := range []bool{true, false} {
 		t.Run(fmt.Sprintf("live_dangerously=%v", live), func(t *testing.T) {
-			a := asterisktest.Start(t, asterisktest.Options{LiveDangerously: live})
+			a := asterisktest.Start(t, asterisktest.Options{LiveDangerously: live, Users: []asterisktest.User{exampleUser(t)}})
 			cli(t, a, "database put sql 000413000007 acme")
 			cli(t, a, "database put pnp tenant/acme/url http://acme.example/")
 			path := writeConfig(t, pbxConf(a, `lookup = "DB(sql/{mac})"`))
@@ -213,20 +248,21 @@ func TestCtlRoundTrip(t *testing.T) {
 
 func TestDoctorAMI(t *testing.T) {
 	a := asterisktest.Start(t, asterisktest.Options{Users: []asterisktest.User{
-		{Name: "pnpd", Read: "user", Write: "system,user"},
+		exampleUser(t),
 		{Name: "weak", Read: "", Write: "user"},
 	}})
-	good := writeConfig(t, fmt.Sprintf("[sip]\ninterfaces = []\n[ami]\naddress = %q\nusername = \"pnpd\"\nsecret = %q\n", a.Addr, a.Users[0].Secret))
+	good := writeConfig(t, fmt.Sprintf("[sip]\ninterfaces = []\n[ami]\naddress = %q\nusername = \"pnpd\"\nsecret = %q\nlookup = \"DB(sql/{mac})\"\n", a.Addr, a.Users[0].Secret))
 	code, out, _ := runCLI(t, "doctor", "-config", good)
-	for _, want := range []string{"ok    ami login", "ok    read the family", "ok    write seen records", "ok    send UserEvents", "ok    receive UserEvents"} {
+	for _, want := range []string{"ok    ami login", "ok    read the family", "ok    write seen records", "ok    send UserEvents", "ok    receive UserEvents",
+		"FAIL  lookup: Getvar DB(sql/000000000000) is empty, and Asterisk refuses privileged functions"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("doctor (exit %d) has no %q:\n%s", code, want, out)
 		}
 	}
-	weak := writeConfig(t, fmt.Sprintf("[ami]\naddress = %q\nusername = \"weak\"\nsecret = %q\n", a.Addr, a.Users[1].Secret))
+	weak := writeConfig(t, fmt.Sprintf("[ami]\naddress = %q\nusername = \"weak\"\nsecret = %q\nlookup = \"DB(sql/{mac})\"\n", a.Addr, a.Users[1].Secret))
 	code, out, _ = runCLI(t, "doctor", "-config", weak)
 	if code != 1 || !strings.Contains(out, "FAIL  read the family") || !strings.Contains(out, "write = system") ||
-		!strings.Contains(out, "FAIL  receive UserEvents") {
+		!strings.Contains(out, "FAIL  receive UserEvents") || !strings.Contains(out, "write = reporting") {
 		t.Errorf("doctor with a weak user: exit %d\n%s", code, out)
 	}
 	wrong := writeConfig(t, fmt.Sprintf("[ami]\naddress = %q\nusername = \"pnpd\"\nsecret = \"wrong\"\n", a.Addr))
@@ -380,6 +416,18 @@ func TestPBXServe(t *testing.T) {
 		}
 		l.waitLog(t, map[string]string{"msg": "exchange", "outcome": "provisioned", "mac": "001fc1000001", "decided_by": "pbx snapshot", "tenant": "acme"})
 		seen := events.wait(t, "PnpSeen", func(ev map[string]string) bool { return ev["Mac"] == "001fc1000001" })
+		defer func() {
+			// One SUBSCRIBE, one transaction: one PnpSeen.
+			n := 0
+			for _, ev := range events.all("PnpSeen") {
+				if ev["Mac"] == "001fc1000001" {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("%d PnpSeen for one SUBSCRIBE", n)
+			}
+		}()
 		prov := events.wait(t, "PnpProvisioned", func(ev map[string]string) bool { return ev["Mac"] == "001fc1000001" })
 		for _, ev := range []map[string]string{seen, prov} {
 			if ev["Vendor"] != "htek" || ev["Ip"] != l.phoneIP.String() || ev["Interface"] != l.pbxIf {
@@ -433,8 +481,8 @@ func TestPBXServe(t *testing.T) {
 			t.Fatalf("%s", r)
 		}
 	})
-	if n := len(events.all("PnpSeen")); n < 5 {
-		t.Errorf("%d PnpSeen events for 5 phones", n)
+	if n := len(events.all("PnpSeen")); n != 5 {
+		t.Errorf("%d PnpSeen events for 5 SUBSCRIBEs", n)
 	}
 }
 

@@ -149,9 +149,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		log.Warn("shutdown", "err", err)
 	}
 	if px != nil {
-		if err := px.Flush(sctx); err != nil {
+		// The outcomes of the last exchanges, aborted ones too, get a
+		// budget of their own to reach the PBX.
+		fctx, fcancel := context.WithTimeout(context.Background(), flushGrace)
+		if err := px.Flush(fctx); err != nil {
 			log.Warn("shutdown", "err", err)
 		}
+		fcancel()
 	}
 	lstop()
 	<-served
@@ -163,6 +167,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 // firstSnapshotWait bounds how long serve waits for the PBX's data before
 // it starts answering.
 const firstSnapshotWait = 3 * time.Second
+
+// flushGrace bounds how long SIGTERM waits for the PBX writes still queued.
+const flushGrace = 2 * time.Second
 
 func pbxName(c config.AMI) string {
 	if !c.Enabled {

@@ -62,12 +62,13 @@ type PBX struct {
 	snap   atomic.Pointer[resolve.Snapshot]
 	queue  chan write
 	reload chan struct{}
+	heard  chan struct{} // a PnpReload was heard
 	loaded chan struct{} // closed after the first snapshot
 	once   sync.Once
 
 	loads, loadErrors, written, overflows, writeErrors atomic.Int64
 	overflowLogged                                     atomic.Bool
-	busy                                               atomic.Bool // a write is being done
+	pending                                            atomic.Int64 // writes queued or being done
 }
 
 // write is one queued write: a UserEvent or a DBPut.
@@ -82,7 +83,7 @@ type write struct {
 func New(cfg Config) *PBX {
 	p := &PBX{c: cfg.Client, family: cfg.Family, refresh: cfg.Refresh, events: cfg.Events,
 		loadT: cfg.LoadTimeout, callT: cfg.CallTimeout, log: cfg.Logger,
-		reload: make(chan struct{}, 1), loaded: make(chan struct{})}
+		reload: make(chan struct{}, 1), heard: make(chan struct{}, 1), loaded: make(chan struct{})}
 	if p.family == "" {
 		p.family = "pnp"
 	}
@@ -146,7 +147,7 @@ func (p *PBX) Reload() {
 // Stats returns the counters.
 func (p *PBX) Stats() Stats {
 	return Stats{Snapshot: p.snap.Load(), Loads: p.loads.Load(), LoadErrors: p.loadErrors.Load(),
-		QueueDepth: len(p.queue), Written: p.written.Load(), Overflows: p.overflows.Load(),
+		QueueDepth: int(p.pending.Load()), Written: p.written.Load(), Overflows: p.overflows.Load(),
 		WriteErrors: p.writeErrors.Load()}
 }
 
@@ -183,9 +184,11 @@ func toAMI(hs []header) []ami.Header {
 }
 
 func (p *PBX) enqueue(w write) {
+	p.pending.Add(1)
 	select {
 	case p.queue <- w:
 	default:
+		p.pending.Add(-1)
 		n := p.overflows.Add(1)
 		if p.overflowLogged.CompareAndSwap(false, true) {
 			p.log.Warn("pbx write queue full: writes are being lost", "queue", cap(p.queue), "lost", n,
@@ -204,15 +207,17 @@ func (w write) what() string {
 // Serve takes the snapshots and does the queued writes until ctx ends.
 // Run the ami.Client's Serve beside it.
 func (p *PBX) Serve(ctx context.Context) error {
-	events, cancel := p.c.Subscribe("UserEvent", 64)
-	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	defer wg.Wait()
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		p.writer(ctx)
 	}()
-	defer wg.Wait()
+	go func() {
+		defer wg.Done()
+		p.listen(ctx)
+	}()
 
 	var tick <-chan time.Time
 	if p.refresh > 0 {
@@ -220,22 +225,30 @@ func (p *PBX) Serve(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
-	logins := -1
+	loaded := -1    // the login whose snapshot is in
+	announced := -1 // the login already logged
 	wasLive := false
+	var retry time.Time // no new try at the login's snapshot before
+	backoff := minRetry
 	poll := time.NewTicker(100 * time.Millisecond)
 	defer poll.Stop()
 	for {
 		st := p.c.Status()
 		live := st.State == ami.Connected
 		switch {
-		case live && st.Logins != logins:
+		case live && st.Logins != loaded && !time.Now().Before(retry):
 			// A new login (the first, or after a reconnect): what
-			// happened meanwhile is unknown, so read it all again.
-			if logins >= 0 {
+			// happened meanwhile is unknown, so read it all again;
+			// until that works the snapshot is retried with backoff.
+			if announced >= 0 && announced != st.Logins {
 				p.log.Info("pbx connected again: taking a new snapshot", "logins", st.Logins)
 			}
-			logins = st.Logins
-			p.load(ctx, "login")
+			announced = st.Logins
+			if p.load(ctx, "login") {
+				loaded, backoff = st.Logins, minRetry
+			} else {
+				retry, backoff = time.Now().Add(backoff), min(2*backoff, maxRetry)
+			}
 		case !live && wasLive:
 			snap := p.snap.Load()
 			attrs := []any{"err", errString(st.Err)}
@@ -257,42 +270,63 @@ func (p *PBX) Serve(ctx context.Context) error {
 			if live {
 				p.load(ctx, "reload")
 			}
-		case ev, ok := <-events:
-			if !ok { // the client shut down
-				events = nil
+		case <-p.heard:
+			if !live {
 				continue
 			}
-			if strings.EqualFold(ev.Get("UserEvent"), EventReload) && live {
-				// A burst of PnpReloads (a script assigning a hundred
-				// phones) makes one snapshot, not a hundred: those that
-				// arrived while waiting are taken as read.
-				wait := time.NewTimer(reloadGap)
-				select {
-				case <-ctx.Done():
-					wait.Stop()
-					return nil
-				case <-wait.C:
-				}
-				drain(events)
-				p.load(ctx, EventReload)
+			// A burst of PnpReloads (a script assigning a hundred
+			// phones) makes one snapshot, not a hundred.
+			wait := time.NewTimer(reloadGap)
+			select {
+			case <-ctx.Done():
+				wait.Stop()
+				return nil
+			case <-wait.C:
 			}
+			select {
+			case <-p.heard:
+			default:
+			}
+			p.load(ctx, EventReload)
 		}
 	}
 }
 
-// reloadGap is how long a PnpReload waits for the rest of its burst.
-const reloadGap = 200 * time.Millisecond
+// Bounds of the retries of a login's snapshot, and how long a PnpReload
+// waits for the rest of its burst.
+const (
+	minRetry  = time.Second
+	maxRetry  = 30 * time.Second
+	reloadGap = 200 * time.Millisecond
+)
 
-// drain empties ch without blocking.
-func drain(ch <-chan ami.Event) {
+// listen hears PnpReload on a goroutine of its own that only signals, so
+// that no UserEvent (pnpd's own PnpSeen among them) waits behind a
+// snapshot being taken. If the client had to drop events, one may have
+// been a PnpReload: a snapshot is taken to be safe.
+func (p *PBX) listen(ctx context.Context) {
+	events, cancel := p.c.Subscribe("UserEvent", 1024)
+	defer cancel()
+	dropped := p.c.Dropped()
 	for {
 		select {
-		case _, ok := <-ch:
-			if !ok {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok { // the client shut down
 				return
 			}
-		default:
-			return
+			hear := strings.EqualFold(ev.Get("UserEvent"), EventReload)
+			if d := p.c.Dropped(); d != dropped {
+				p.log.Warn("pbx: AMI events were dropped: taking a new snapshot in case a PnpReload was among them", "dropped", d-dropped)
+				dropped, hear = d, true
+			}
+			if hear {
+				select {
+				case p.heard <- struct{}{}:
+				default: // one is pending already
+				}
+			}
 		}
 	}
 }
@@ -304,8 +338,9 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// load takes a snapshot of the whole family and publishes it.
-func (p *PBX) load(ctx context.Context, why string) {
+// load takes a snapshot of the whole family and publishes it; false when
+// it could not.
+func (p *PBX) load(ctx context.Context, why string) bool {
 	start := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, p.loadT)
 	entries, err := p.c.DBGetTree(lctx, p.family, "")
@@ -315,7 +350,7 @@ func (p *PBX) load(ctx context.Context, why string) {
 		if ctx.Err() == nil {
 			p.log.Warn("pbx snapshot failed: keeping the last one", "why", why, "err", err)
 		}
-		return
+		return false
 	}
 	s := resolve.NewSnapshot(len(entries))
 	for _, e := range entries {
@@ -328,10 +363,12 @@ func (p *PBX) load(ctx context.Context, why string) {
 	p.log.Info("pbx snapshot", "why", why, "family", p.family, "entries", s.Entries, "phones", len(s.MACs),
 		"tenants", len(s.Tenants), "default", s.Default != "", "ignored", s.Ignored,
 		"took", time.Since(start).Round(time.Millisecond).String())
+	return true
 }
 
-// writer does the queued writes in order. A write that finds the PBX away
-// waits for it; one that Asterisk refuses is counted and logged.
+// writer does the queued writes in order. A write that finds the PBX away,
+// or gets no answer, waits for it and is tried again (a UserEvent may then
+// arrive twice); one that Asterisk refuses is counted and logged.
 func (p *PBX) writer(ctx context.Context) {
 	for {
 		var w write
@@ -340,31 +377,39 @@ func (p *PBX) writer(ctx context.Context) {
 			return
 		case w = <-p.queue:
 		}
-		p.busy.Store(true)
 		for {
 			err := p.do(ctx, w)
 			if err == nil {
 				p.written.Add(1)
-				if len(p.queue) == 0 {
-					p.overflowLogged.Store(false)
-				}
 				break
 			}
-			if errors.Is(err, ami.ErrNotConnected) || errors.Is(err, context.DeadlineExceeded) && !p.Live() {
-				// Away: wait for the next login, then try again.
-				if werr := p.c.WaitConnected(ctx); werr != nil && ctx.Err() != nil {
-					return
-				}
-				continue
+			if ctx.Err() != nil || errors.Is(err, ami.ErrClosed) {
+				return
 			}
+			var refused *ami.Error
+			if errors.As(err, &refused) {
+				n := p.writeErrors.Add(1)
+				p.log.Warn("pbx write refused", "what", w.what(), "err", err, "refused", n)
+				break
+			}
+			// Away or silent: wait for a login, or a while, then again.
+			wctx, cancel := context.WithTimeout(ctx, p.callT)
+			werr := p.c.WaitConnected(wctx)
+			cancel()
 			if ctx.Err() != nil {
 				return
 			}
-			n := p.writeErrors.Add(1)
-			p.log.Warn("pbx write refused", "what", w.what(), "err", err, "refused", n)
-			break
+			if werr == nil && p.Live() {
+				select { // connected but silent: no tight loop
+				case <-ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
 		}
-		p.busy.Store(false)
+		if p.pending.Add(-1) == 0 {
+			p.overflowLogged.Store(false)
+		}
 	}
 }
 
@@ -381,10 +426,10 @@ func (p *PBX) do(ctx context.Context, w write) error {
 func (p *PBX) Flush(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for len(p.queue) > 0 || p.busy.Load() {
+	for p.pending.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pbx: flush: %d writes left: %w", len(p.queue), ctx.Err())
+			return fmt.Errorf("pbx: flush: %d writes left: %w", p.pending.Load(), ctx.Err())
 		case <-t.C:
 		}
 	}

@@ -83,8 +83,10 @@ func SeenRecord(ev pnp.Event) string {
 	set("outcome", ev.Outcome)
 	set("host", URLHost(ev.URL))
 	set("tenant", ev.Tenant)
+	// Every field is cut to maxField bytes, but encoding can triple it:
+	// the least useful go first until the record fits.
 	s := v.Encode()
-	for _, k := range []string{"firmware", "model"} {
+	for _, k := range []string{"firmware", "model", "tenant", "host", "interface", "brand"} {
 		if len(s) <= MaxRecord {
 			break
 		}

@@ -1,7 +1,9 @@
 package pnp
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"net/netip"
 	"sync"
 	"testing"
@@ -114,20 +116,78 @@ func TestAskedAfterThe200(t *testing.T) {
 }
 
 func TestAskingIsBounded(t *testing.T) {
-	res := &slowResolver{release: make(chan struct{})}
+	res := &slowResolver{release: make(chan struct{}), urls: map[string]string{"001fc11b4e1c": "http://acme/", "0015657322ff": "http://acme/"}}
 	srv := NewServer(Config{Resolver: res, MaxAsking: 1, T1: time.Second})
 	port := newFakePort()
+	gs := readPhone(t, "grandstream.sip")
+	gsSrc := netip.MustParseAddrPort("192.168.1.2:5080")
 	srv.Handle(Packet{Data: readPhone(t, "htek.sip"), Src: netip.MustParseAddrPort("192.168.1.89:60000"), Group: true, Port: port})
-	port.next(t) // 200
-	srv.Handle(Packet{Data: readPhone(t, "yealink.sip"), Src: netip.MustParseAddrPort("192.168.1.90:5059"), Group: true, Port: port})
+	port.next(t) // the htek's 200; its question holds the only slot
+
+	// A new phone that needs a question: no slot, no answer.
+	yl := readPhone(t, "yealink.sip")
+	ylSrc := netip.MustParseAddrPort("192.168.1.90:5059")
+	srv.Handle(Packet{Data: yl, Src: ylSrc, Group: true, Port: port})
 	port.none(t, 20*time.Millisecond)
 	if st := srv.Stats(); st.Dropped["busy"] != 1 {
 		t.Errorf("stats %+v", st)
 	}
+
+	// Once the slot is free, the same SUBSCRIBE retransmitted is handled
+	// anew: its 200, then its NOTIFY.
 	close(res.release)
+	port.next(t) // the htek's NOTIFY
+	deadline := time.Now().Add(5 * time.Second)
+	for len(srv.asking) != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	srv.Handle(Packet{Data: append([]byte(nil), yl...), Src: ylSrc, Group: true, Port: port})
+	for _, want := range []string{"SIP/2.0 200", "NOTIFY"} {
+		if got := port.next(t); !bytes.HasPrefix(got.b, []byte(want)) {
+			t.Fatalf("want %s, got\n%s", want, got.b)
+		}
+	}
+
+	// A later SUBSCRIBE of a dialog that has its exchange asks nothing:
+	// it gets its 200 even when every slot is taken.
+	res2 := &slowResolver{release: make(chan struct{})}
+	srv2 := NewServer(Config{Resolver: res2, MaxAsking: 1, T1: time.Second})
+	srv2.Handle(Packet{Data: gs, Src: gsSrc, Group: true, Port: port})
+	port.next(t) // 200
+	again := bytes.Replace(gs, []byte("z9hG4bK1719471633"), []byte("z9hG4bK1719471634"), 1)
+	again = bytes.Replace(again, []byte("CSeq: 20000"), []byte("CSeq: 20001"), 1)
+	srv2.Handle(Packet{Data: again, Src: gsSrc, Group: true, Port: port})
+	if got := port.next(t); !bytes.HasPrefix(got.b, []byte("SIP/2.0 200")) {
+		t.Fatalf("second SUBSCRIBE of the dialog: got\n%s", got.b)
+	}
+	close(res2.release)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatal(err)
+	for _, s := range []*Server{srv, srv2} {
+		if err := s.Shutdown(ctx); err != nil && !errors.Is(err, ErrShutdown) {
+			t.Fatal(err)
+		}
 	}
+}
+
+// TestShutdownCutsQuestionsShort: a Shutdown whose deadline passes while a
+// question is open aborts the exchange, cancels the question and returns;
+// nothing is sent after it.
+func TestShutdownCutsQuestionsShort(t *testing.T) {
+	res := &slowResolver{release: make(chan struct{}), urls: map[string]string{"001fc11b4e1c": "http://acme/"}}
+	rec := newRecorder()
+	srv := NewServer(Config{Resolver: res, Observer: rec, T1: time.Second})
+	port := newFakePort()
+	srv.Handle(Packet{Data: readPhone(t, "htek.sip"), Src: netip.MustParseAddrPort("192.168.1.89:60000"), Group: true, Port: port})
+	port.next(t) // 200
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("Shutdown: %v, want ErrShutdown", err)
+	}
+	if ev := rec.wait(t); ev.Outcome != "aborted" {
+		t.Errorf("outcome %+v", ev)
+	}
+	close(res.release) // too late: the question was cancelled
+	port.none(t, 50*time.Millisecond)
 }

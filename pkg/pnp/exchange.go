@@ -142,10 +142,24 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	s.stats.subscribes.Add(1)
 
 	id := identify(m)
+	seen := Event{Kind: EventSeen, Identity: id, Src: p.Src, Interface: portName(p.Port), Time: now}
+
+	// One NOTIFY per dialog: a new SUBSCRIBE in a dialog that already has
+	// its exchange (Grandstream sends five) gets a 200 with the dialog's
+	// tag and nothing more; nothing is decided again.
+	dialog := string(callID) + "\x00" + string(fromAddr.Tag())
+	s.mu.Lock()
+	ex, existing := s.dialogs[dialog]
+	s.mu.Unlock()
+	if existing {
+		s.sendOK(m, via, p, tx, taggedTo(to, toAddr, ex.toTag))
+		s.observe(seen)
+		return
+	}
+
 	req := resolve.Request{MAC: id.MAC, Brand: id.Brand, Model: id.Model, Version: id.Firmware,
 		IP: p.Src.Addr(), Interface: portName(p.Port)}
 	d, decided, err := s.decide(req)
-	seen := Event{Kind: EventSeen, Identity: id, Src: p.Src, Interface: portName(p.Port), Time: now}
 	if err != nil {
 		s.drop(p, dropResolveError, err)
 		s.observe(seen)
@@ -160,48 +174,69 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	if !decided {
 		// The PBX must be asked: the 200 leaves now, the question is
 		// asked after it, and the NOTIFY follows only if the answer is a
-		// URL. A bounded number of questions wait at once.
+		// URL. A bounded number of questions wait at once; beyond that
+		// the SUBSCRIBE is forgotten, so that its retransmission is
+		// handled anew.
 		select {
 		case s.asking <- struct{}{}:
 		default:
+			s.forget(key)
 			s.drop(p, dropBusy, nil)
 			s.observe(seen)
 			return
 		}
 	}
+	release := func() {
+		if !decided {
+			<-s.asking
+		}
+	}
 
-	// One NOTIFY per dialog: a new SUBSCRIBE in a dialog that already has
-	// one (Grandstream sends five) gets a 200 with the dialog's tag and
-	// nothing more.
-	dialog := string(callID) + "\x00" + string(fromAddr.Tag())
 	s.mu.Lock()
-	ex, existing := s.dialogs[dialog]
-	if !existing {
-		if s.closing {
-			s.mu.Unlock()
-			s.drop(p, dropShuttingDown, nil)
-			if !decided {
-				<-s.asking
-			}
-			return
-		}
-		toTag := string(toAddr.Tag())
-		if toTag == "" {
-			toTag = randomTag()
-		}
-		ex = &exchange{dialog: dialog, toTag: toTag, port: p.Port, id: id, src: p.Src, url: d.URL, source: d.Source,
-			tenant: d.Tenant, started: now, deadline: now.Add(64 * s.t1), interval: s.t1}
-		s.dialogs[dialog] = ex
-		s.inflight.Add(1) // under the lock that checked closing: Shutdown waits for it
+	if ex, existing = s.dialogs[dialog]; existing {
+		// Another SUBSCRIBE of the dialog got there first.
+		s.mu.Unlock()
+		release()
+		s.sendOK(m, via, p, tx, taggedTo(to, toAddr, ex.toTag))
+		s.observe(seen)
+		return
 	}
-	toTag := ex.toTag
+	if s.closing {
+		delete(s.servers, key)
+		s.mu.Unlock()
+		release()
+		s.drop(p, dropShuttingDown, nil)
+		return
+	}
+	toTag := string(toAddr.Tag())
+	if toTag == "" {
+		toTag = randomTag()
+	}
+	ex = &exchange{dialog: dialog, toTag: toTag, port: p.Port, id: id, src: p.Src, url: d.URL, source: d.Source,
+		tenant: d.Tenant, started: now, deadline: now.Add(64 * s.t1), interval: s.t1}
+	s.dialogs[dialog] = ex
+	s.inflight.Add(1) // under the lock that checked closing: Shutdown waits for it
+	if !decided {
+		s.asked.Add(1)
+	}
 	s.mu.Unlock()
-	if existing && !decided {
-		<-s.asking // the dialog's first SUBSCRIBE is asking already
-	}
-	tagged := taggedTo(to, toAddr, toTag)
 
 	// The 200, sent before the NOTIFY is built.
+	tagged := taggedTo(to, toAddr, toTag)
+	s.sendOK(m, via, p, tx, tagged)
+	s.observe(seen)
+	if !decided {
+		later := p
+		later.Data = append([]byte(nil), p.Data...)
+		go s.resolveLater(ex, later, req)
+		return
+	}
+	s.startNotify(ex, m, p, tagged, d.URL)
+}
+
+// sendOK builds the 200 for the SUBSCRIBE, keeps it in its server
+// transaction for retransmissions, and sends it.
+func (s *Server) sendOK(m *sip.Message, via sip.Via, p Packet, tx *serverTx, tagged []byte) {
 	resp, dst := s.buildOK(m, via, p, tagged)
 	s.mu.Lock()
 	tx.resp, tx.dst = resp, dst
@@ -209,17 +244,14 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	if err := p.Port.Send(resp, dst); err != nil {
 		s.log.Warn("send 200", "dst", dst.String(), "err", err)
 	}
-	s.observe(seen)
-	if existing {
-		return
-	}
-	if !decided {
-		later := p
-		later.Data = append([]byte(nil), p.Data...)
-		go s.resolveLater(ex, later, req)
-		return
-	}
-	s.startNotify(ex, m, p, tagged)
+}
+
+// forget removes a server transaction that got no answer, so that the
+// SUBSCRIBE's retransmission is handled as new.
+func (s *Server) forget(key string) {
+	s.mu.Lock()
+	delete(s.servers, key)
+	s.mu.Unlock()
 }
 
 // decide asks the resolver for the phone's URL: without I/O when the
@@ -238,11 +270,18 @@ func (s *Server) decide(req resolve.Request) (d resolve.Decision, decided bool, 
 // resolveLater asks the resolver for a phone that got its 200 before its
 // URL was known, then sends the NOTIFY, or ends the exchange without one.
 func (s *Server) resolveLater(ex *exchange, p Packet, req resolve.Request) {
-	defer func() { <-s.asking }()
-	ctx, cancel := context.WithTimeout(context.Background(), s.resolveT)
+	defer func() {
+		<-s.asking
+		s.asked.Done()
+	}()
+	ctx, cancel := context.WithTimeout(s.askCtx, s.resolveT)
 	d, err := s.res.Resolve(ctx, req)
 	cancel()
 	s.mu.Lock()
+	if ex.done { // aborted by Shutdown meanwhile
+		s.mu.Unlock()
+		return
+	}
 	ex.url, ex.source, ex.tenant, ex.err = d.URL, d.Source, d.Tenant, err
 	s.mu.Unlock()
 	switch {
@@ -255,18 +294,20 @@ func (s *Server) resolveLater(ex *exchange, p Packet, req resolve.Request) {
 	}
 	m := new(sip.Message)
 	if err := m.Parse(p.Data); err != nil { // parsed once already: cannot fail
+		s.mu.Lock()
 		ex.err = err
+		s.mu.Unlock()
 		s.finish(ex, outcomeError, 0)
 		return
 	}
 	toAddr, _ := sip.ParseAddr(m.Get(sip.HdrTo))
-	s.startNotify(ex, m, p, taggedTo(m.Get(sip.HdrTo), toAddr, ex.toTag))
+	s.startNotify(ex, m, p, taggedTo(m.Get(sip.HdrTo), toAddr, ex.toTag), d.URL)
 }
 
-// startNotify builds the exchange's NOTIFY and sends it.
-func (s *Server) startNotify(ex *exchange, m *sip.Message, p Packet, tagged []byte) {
+// startNotify builds the exchange's NOTIFY for url and sends it.
+func (s *Server) startNotify(ex *exchange, m *sip.Message, p Packet, tagged []byte, url string) {
 	branch := "z9hG4bK" + randomTag() + randomTag()
-	notify, ndst := s.buildNotify(m, p, branch, tagged, ex.url)
+	notify, ndst := s.buildNotify(m, p, branch, tagged, url)
 	s.mu.Lock()
 	ex.key, ex.dst, ex.notify = branch, ndst, notify
 	if !ex.done {
@@ -379,9 +420,10 @@ func (s *Server) finish(ex *exchange, o outcome, status int) {
 	ex.expires = time.Now().Add(64 * s.t1)
 	sends := ex.sends
 	ex.sendsDone = sends
+	final := *ex // what outcome reads, taken under the lock
 	s.mu.Unlock()
 	s.inflight.Done()
-	s.outcome(ex, o, status)
+	s.outcome(&final, o, status)
 }
 
 // outcome counts, logs and reports the outcome of an exchange (finished,

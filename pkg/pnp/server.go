@@ -106,7 +106,10 @@ type Server struct {
 	t1, t2   time.Duration
 	resolveT time.Duration
 	obs      Observer
-	asking   chan struct{} // slots for questions asked after the 200
+	asking   chan struct{}  // slots for questions asked after the 200
+	asked    sync.WaitGroup // questions asked after the 200, running
+	askCtx   context.Context
+	stopAsk  context.CancelFunc
 
 	msgs sync.Pool // *sip.Message
 
@@ -158,6 +161,7 @@ func NewServer(cfg Config) *Server {
 		cfg.MaxAsking = DefaultMaxAsking
 	}
 	s.asking = make(chan struct{}, cfg.MaxAsking)
+	s.askCtx, s.stopAsk = context.WithCancel(context.Background())
 	s.msgs.New = func() any { return new(sip.Message) }
 	return s
 }
@@ -203,6 +207,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	for _, ex := range open {
 		s.finish(ex, outcomeAborted, 0)
+	}
+	// Questions still open are cut short; wait (briefly: resolvers honour
+	// their context) for their goroutines.
+	s.stopAsk()
+	asked := make(chan struct{})
+	go func() {
+		s.asked.Wait()
+		close(asked)
+	}()
+	select {
+	case <-asked:
+	case <-time.After(time.Second):
 	}
 	return fmt.Errorf("%w (%d aborted)", ErrShutdown, len(open))
 }

@@ -73,14 +73,16 @@ func (c *Chain) Decide(req Request) (d Decision, ok bool, err error) {
 		if snap != nil {
 			v, found = snap.MACs[req.MAC]
 		}
-		if !found && c.pbx.Live() {
+		live := c.pbx.Live()
+		if !found && live {
 			return d, false, nil
 		}
 		if found {
-			if !strings.Contains(v, "://") && snap.Tenants[v].URLFor(req.Brand) == "" && c.pbx.Live() {
+			if !strings.Contains(v, "://") && snap.Tenants[v].URLFor(req.Brand) == "" && live {
 				return d, false, nil
 			}
-			err := c.value(context.Background(), &d, req, v, "pbx snapshot", snap)
+			// No question from here: Decide runs on the path to the 200.
+			err := c.value(context.Background(), &d, req, v, "pbx snapshot", snap, false)
 			return d, true, err
 		}
 		d.Trace = append(d.Trace, "pbx: mac/"+req.MAC+": not in the snapshot "+snapAge(snap)+"; PBX not connected")
@@ -103,7 +105,7 @@ func (c *Chain) Resolve(ctx context.Context, req Request) (Decision, error) {
 			return d, err
 		}
 		if v != "" {
-			return d, c.value(ctx, &d, req, v, from, snap)
+			return d, c.value(ctx, &d, req, v, from, snap, c.pbx.Live())
 		}
 	}
 	c.generic(&d, req, snap)
@@ -156,8 +158,8 @@ func (c *Chain) perMAC(ctx context.Context, d *Decision, req Request, snap *Snap
 }
 
 // value turns a per-MAC value (a URL, or a tenant's name) into the
-// decision.
-func (c *Chain) value(ctx context.Context, d *Decision, req Request, v, from string, snap *Snapshot) error {
+// decision; with ask, a tenant the snapshot lacks is asked for now.
+func (c *Chain) value(ctx context.Context, d *Decision, req Request, v, from string, snap *Snapshot, ask bool) error {
 	if strings.Contains(v, "://") {
 		d.URL, d.Source = Expand(v, req), from
 		d.Trace = append(d.Trace, from+": mac/"+req.MAC+" = URL "+Redact(v))
@@ -169,7 +171,7 @@ func (c *Chain) value(ctx context.Context, d *Decision, req Request, v, from str
 		t = snap.Tenants[v]
 	}
 	tmpl, tsrc := t.URLFor(req.Brand), "pbx snapshot"
-	if tmpl == "" && c.pbx.Live() {
+	if tmpl == "" && ask {
 		// A tenant the snapshot does not have yet: ask for its keys now.
 		tsrc = "pbx"
 		keys := []string{TenantKey(v, "")}
