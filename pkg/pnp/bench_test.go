@@ -2,6 +2,7 @@ package pnp
 
 import (
 	"bytes"
+	"context"
 	"net/netip"
 	"strconv"
 	"testing"
@@ -71,5 +72,55 @@ func BenchmarkExchange(b *testing.B) {
 				b.Fatalf("stats %+v after %d exchanges", st, b.N)
 			}
 		})
+	}
+}
+
+// snapPBX is a PBX that is connected and holds one snapshot: what the
+// responder reads for a phone the PBX has assigned.
+type snapPBX struct{ snap *resolve.Snapshot }
+
+func (p snapPBX) Snapshot() *resolve.Snapshot { return p.snap }
+func (p snapPBX) Live() bool                  { return true }
+func (p snapPBX) Get(context.Context, string) (string, bool, error) {
+	panic("the snapshot path asked the PBX")
+}
+func (p snapPBX) Eval(context.Context, string) (string, error) { panic("the snapshot path asked the PBX") }
+
+// BenchmarkExchangeSnapshot is BenchmarkExchange for a phone that the PBX's
+// snapshot assigns to a tenant (10,000 phones in it): the decision that
+// never waits on AMI.
+func BenchmarkExchangeSnapshot(b *testing.B) {
+	snap := resolve.NewSnapshot(10001)
+	for i := range 10000 {
+		snap.Add("mac/"+strconv.FormatInt(0x001565000000+int64(i), 16), "tenant"+strconv.Itoa(i%50))
+	}
+	snap.Add("mac/c074ad112233", "acme")
+	snap.Add("tenant/acme/url", "http://acme.example.com/{vendor}/{mac}/")
+	srv := NewServer(Config{Resolver: resolve.NewChain(config.Resolve{}, snapPBX{snap}, ""), MaxTransactions: 1 << 30})
+	port := &discardPort{addr: netip.MustParseAddrPort("192.0.2.1:5062")}
+	sub := readPhone(b, "grandstream.sip")
+	src := netip.MustParseAddrPort("192.168.1.2:5080")
+	bi := bytes.Index(sub, []byte("branch=z9hG4bK")) + len("branch=z9hG4bK")
+	ci := bytes.Index(sub, []byte("Call-ID: ")) + len("Call-ID: ")
+	answer := []byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:5062;branch=")
+	var pad [16]byte
+	var resp []byte
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		n := strconv.AppendInt(pad[:0], int64(i)+1<<40, 36)
+		copy(sub[bi:], n)
+		copy(sub[ci:], n)
+		srv.Handle(Packet{Data: sub, Src: src, Group: true, Port: port})
+		resp = append(append(append(resp[:0], answer...), port.branch...),
+			";rport\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:x@y>;tag=2\r\nCall-ID: x\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n"...)
+		if i%4096 == 4095 {
+			srv.expire(time.Now().Add(time.Hour))
+		}
+		srv.Handle(Packet{Data: resp, Src: src, Port: port})
+	}
+	b.StopTimer()
+	if st := srv.Stats(); st.Outcomes["provisioned"] != int64(b.N) {
+		b.Fatalf("stats %+v after %d exchanges", st, b.N)
 	}
 }
