@@ -84,7 +84,9 @@ func (p snapPBX) Live() bool                  { return true }
 func (p snapPBX) Get(context.Context, string) (string, bool, error) {
 	panic("the snapshot path asked the PBX")
 }
-func (p snapPBX) Eval(context.Context, string) (string, error) { panic("the snapshot path asked the PBX") }
+func (p snapPBX) Eval(context.Context, string) (string, error) {
+	panic("the snapshot path asked the PBX")
+}
 
 // BenchmarkExchangeSnapshot is BenchmarkExchange for a phone that the PBX's
 // snapshot assigns to a tenant (10,000 phones in it): the decision that
