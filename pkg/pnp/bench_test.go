@@ -39,39 +39,45 @@ func BenchmarkExchange(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			srv := NewServer(Config{Resolver: resolve.NewStatic(c.Resolve), MaxTransactions: 1 << 30})
-			port := &discardPort{addr: netip.MustParseAddrPort("192.0.2.1:5062")}
-			sub := readPhone(b, file)
-			src := netip.MustParseAddrPort("192.168.1.2:5080")
-			// Distinct transactions and dialogs: rewrite the branch and Call-ID
-			// in place (same length) each iteration.
-			bi := bytes.Index(sub, []byte("branch=z9hG4bK")) + len("branch=z9hG4bK")
-			ci := bytes.Index(sub, []byte("Call-ID: ")) + len("Call-ID: ")
-			answer := []byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:5062;branch=")
-			var pad [16]byte
-			var resp []byte
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				n := strconv.AppendInt(pad[:0], int64(i)+1<<40, 36) // 8 digits
-				copy(sub[bi:], n)
-				copy(sub[ci:], n)
-				srv.Handle(Packet{Data: sub, Src: src, Group: true, Port: port})
-
-				// The phone's answer, built in a reused buffer (a few tens of
-				// ns; StopTimer would cost far more than it hides).
-				resp = append(append(append(resp[:0], answer...), port.branch...),
-					";rport\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:x@y>;tag=2\r\nCall-ID: x\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n"...)
-				if i%4096 == 4095 {
-					srv.expire(time.Now().Add(time.Hour)) // Timer J, amortised
-				}
-				srv.Handle(Packet{Data: resp, Src: src, Port: port})
-			}
-			b.StopTimer()
-			if st := srv.Stats(); st.Outcomes["provisioned"] != int64(b.N) {
-				b.Fatalf("stats %+v after %d exchanges", st, b.N)
-			}
+			benchExchange(b, resolve.NewStatic(c.Resolve), file)
 		})
+	}
+}
+
+// benchExchange runs b.N exchanges of the phone in file through a server
+// over res.
+func benchExchange(b *testing.B, res resolve.Resolver, file string) {
+	srv := NewServer(Config{Resolver: res, MaxTransactions: 1 << 30})
+	port := &discardPort{addr: netip.MustParseAddrPort("192.0.2.1:5062")}
+	sub := readPhone(b, file)
+	src := netip.MustParseAddrPort("192.168.1.2:5080")
+	// Distinct transactions and dialogs: rewrite the branch and Call-ID in
+	// place (same length) each iteration.
+	bi := bytes.Index(sub, []byte("branch=z9hG4bK")) + len("branch=z9hG4bK")
+	ci := bytes.Index(sub, []byte("Call-ID: ")) + len("Call-ID: ")
+	answer := []byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:5062;branch=")
+	var pad [16]byte
+	var resp []byte
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		n := strconv.AppendInt(pad[:0], int64(i)+1<<40, 36) // 8 digits
+		copy(sub[bi:], n)
+		copy(sub[ci:], n)
+		srv.Handle(Packet{Data: sub, Src: src, Group: true, Port: port})
+
+		// The phone's answer, built in a reused buffer (a few tens of ns;
+		// StopTimer would cost far more than it hides).
+		resp = append(append(append(resp[:0], answer...), port.branch...),
+			";rport\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:x@y>;tag=2\r\nCall-ID: x\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n"...)
+		if i%4096 == 4095 {
+			srv.expire(time.Now().Add(time.Hour)) // Timer J, amortised
+		}
+		srv.Handle(Packet{Data: resp, Src: src, Port: port})
+	}
+	b.StopTimer()
+	if st := srv.Stats(); st.Outcomes["provisioned"] != int64(b.N) {
+		b.Fatalf("stats %+v after %d exchanges", st, b.N)
 	}
 }
 
@@ -98,31 +104,5 @@ func BenchmarkExchangeSnapshot(b *testing.B) {
 	}
 	snap.Add("mac/c074ad112233", "acme")
 	snap.Add("tenant/acme/url", "http://acme.example.com/{vendor}/{mac}/")
-	srv := NewServer(Config{Resolver: resolve.NewChain(config.Resolve{}, snapPBX{snap}, ""), MaxTransactions: 1 << 30})
-	port := &discardPort{addr: netip.MustParseAddrPort("192.0.2.1:5062")}
-	sub := readPhone(b, "grandstream.sip")
-	src := netip.MustParseAddrPort("192.168.1.2:5080")
-	bi := bytes.Index(sub, []byte("branch=z9hG4bK")) + len("branch=z9hG4bK")
-	ci := bytes.Index(sub, []byte("Call-ID: ")) + len("Call-ID: ")
-	answer := []byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:5062;branch=")
-	var pad [16]byte
-	var resp []byte
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		n := strconv.AppendInt(pad[:0], int64(i)+1<<40, 36)
-		copy(sub[bi:], n)
-		copy(sub[ci:], n)
-		srv.Handle(Packet{Data: sub, Src: src, Group: true, Port: port})
-		resp = append(append(append(resp[:0], answer...), port.branch...),
-			";rport\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:x@y>;tag=2\r\nCall-ID: x\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n"...)
-		if i%4096 == 4095 {
-			srv.expire(time.Now().Add(time.Hour))
-		}
-		srv.Handle(Packet{Data: resp, Src: src, Port: port})
-	}
-	b.StopTimer()
-	if st := srv.Stats(); st.Outcomes["provisioned"] != int64(b.N) {
-		b.Fatalf("stats %+v after %d exchanges", st, b.N)
-	}
+	benchExchange(b, resolve.NewChain(config.Resolve{}, snapPBX{snap}, ""), "grandstream.sip")
 }
