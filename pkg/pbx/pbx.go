@@ -72,11 +72,10 @@ type PBX struct {
 }
 
 // write is one queued write: a UserEvent or a DBPut.
+// What to send is built by the writer, off the receive path.
 type write struct {
-	event   string // UserEvent name, "" for a DBPut
-	headers []ami.Header
-	key     string // DBPut key (relative to the family)
-	value   string
+	event string // UserEvent name, "" for the DBPut of the seen record
+	ev    pnp.Event
 }
 
 // New returns a PBX for cfg.
@@ -157,20 +156,20 @@ func (p *PBX) Observe(ev pnp.Event) {
 	switch ev.Kind {
 	case pnp.EventSeen:
 		if p.events {
-			p.enqueue(write{event: EventSeen, headers: toAMI(eventHeaders(ev))})
+			p.enqueue(write{event: EventSeen, ev: ev})
 		}
 	case pnp.EventDone:
 		if p.events {
 			switch ev.Outcome {
 			case "provisioned":
-				p.enqueue(write{event: EventProvisioned, headers: toAMI(eventHeaders(ev))})
+				p.enqueue(write{event: EventProvisioned, ev: ev})
 			case "observed":
 			default:
-				p.enqueue(write{event: EventFailed, headers: toAMI(eventHeaders(ev))})
+				p.enqueue(write{event: EventFailed, ev: ev})
 			}
 		}
 		if ev.Identity.MAC != "" {
-			p.enqueue(write{key: resolve.KeySeen + ev.Identity.MAC, value: SeenRecord(ev)})
+			p.enqueue(write{ev: ev})
 		}
 	}
 }
@@ -201,7 +200,7 @@ func (w write) what() string {
 	if w.event != "" {
 		return "UserEvent " + w.event
 	}
-	return "DBPut " + w.key
+	return "DBPut " + resolve.KeySeen + w.ev.Identity.MAC
 }
 
 // Serve takes the snapshots and does the queued writes until ctx ends.
@@ -417,9 +416,9 @@ func (p *PBX) do(ctx context.Context, w write) error {
 	cctx, cancel := context.WithTimeout(ctx, p.callT)
 	defer cancel()
 	if w.event != "" {
-		return p.c.UserEvent(cctx, w.event, w.headers...)
+		return p.c.UserEvent(cctx, w.event, toAMI(eventHeaders(w.ev))...)
 	}
-	return p.c.DBPut(cctx, p.family, w.key, w.value)
+	return p.c.DBPut(cctx, p.family, resolve.KeySeen+w.ev.Identity.MAC, SeenRecord(w.ev))
 }
 
 // Flush waits until the queue is empty or ctx ends; for a clean shutdown.
