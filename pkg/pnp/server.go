@@ -119,7 +119,6 @@ type Server struct {
 	dialogs  map[string]*exchange // by Call-ID and From tag: one NOTIFY per dialog
 	closing  bool
 	inflight sync.WaitGroup
-	idle     chan struct{} // closed when closing and no NOTIFY is in flight
 
 	stats counters
 }
