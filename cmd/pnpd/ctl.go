@@ -132,7 +132,7 @@ func parseCtl(args []string) (ctlOp, error) {
 			if err := config.CheckTemplate(url); err != nil {
 				return nil, err
 			}
-			if strings.ContainsFunc(url, isCtlControl) {
+			if config.HasControl(url) {
 				return nil, errors.New("the URL holds control characters")
 			}
 			return func(ctx context.Context, c *ctl) error { return c.tenantSet(ctx, name, url) }, nil
@@ -157,10 +157,8 @@ func parseCtl(args []string) (ctlOp, error) {
 	return nil, fmt.Errorf("unknown command %q", args[0])
 }
 
-func isCtlControl(r rune) bool { return r < 0x20 || r == 0x7f }
-
 func checkTenantName(name string) error {
-	if name == "" || strings.ContainsAny(name, "/ \t") || strings.ContainsFunc(name, isCtlControl) || strings.Contains(name, "://") {
+	if name == "" || strings.ContainsAny(name, "/ \t") || config.HasControl(name) || strings.Contains(name, "://") {
 		return fmt.Errorf("%q is not a tenant name (no '/', no spaces)", name)
 	}
 	return nil
@@ -168,7 +166,7 @@ func checkTenantName(name string) error {
 
 func checkAssignValue(v string) error {
 	if strings.Contains(v, "://") {
-		if strings.ContainsFunc(v, isCtlControl) {
+		if config.HasControl(v) {
 			return errors.New("the URL holds control characters")
 		}
 		return config.CheckTemplate(v)
@@ -223,10 +221,9 @@ func (c *ctl) read(ctx context.Context) (*resolve.Snapshot, map[string]string, e
 	if err != nil {
 		return nil, nil, err
 	}
-	s := resolve.NewSnapshot(len(entries))
+	s := pbx.SnapshotOf(entries)
 	seen := map[string]string{}
 	for _, e := range entries {
-		s.Add(e.Key, e.Value)
 		if mac, ok := strings.CutPrefix(e.Key, resolve.KeySeen); ok {
 			if m, ok := phone.NormalizeMAC(mac); ok {
 				seen[m] = e.Value

@@ -15,6 +15,7 @@ import (
 	"github.com/pnpd/pnpd/ami"
 	"github.com/pnpd/pnpd/pkg/config"
 	"github.com/pnpd/pnpd/pkg/netio"
+	"github.com/pnpd/pnpd/pkg/pbx"
 	"github.com/pnpd/pnpd/pkg/resolve"
 )
 
@@ -118,10 +119,7 @@ func (d *doctor) checkAMI(c config.AMI) {
 	}
 	entries, err := a.DBGetTree(ctx, c.Family, "")
 	if perm("read the family", "DBGetTree", "system (or reporting)", err) {
-		s := resolve.NewSnapshot(len(entries))
-		for _, e := range entries {
-			s.Add(e.Key, e.Value)
-		}
+		s := pbx.SnapshotOf(entries)
 		d.ok("family "+c.Family, "%d key(s): %d phone(s), %d tenant(s), default/url %v", s.Entries, len(s.MACs), len(s.Tenants), s.Default != "")
 		for name, t := range s.Tenants {
 			if t.URL == "" && len(t.Brands) == 0 {

@@ -54,9 +54,31 @@ func (l *amiLink) Close() {
 	<-l.done
 }
 
-// newPBX builds the PBX view for cfg over l.
-func newPBX(cfg config.AMI, l *amiLink, log *slog.Logger) *pbx.PBX {
-	return pbx.New(pbx.Config{Client: l.c, Family: cfg.Family, Refresh: cfg.Refresh, Events: cfg.Events, Logger: log})
+// runPBX runs the PBX view for cfg over l until stop is called; stop
+// returns once its Serve has.
+func runPBX(cfg config.AMI, l *amiLink, log *slog.Logger) (px *pbx.PBX, stop func()) {
+	px = pbx.New(pbx.Config{Client: l.c, Family: cfg.Family, Refresh: cfg.Refresh, Events: cfg.Events, Logger: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = px.Serve(ctx)
+	}()
+	return px, func() { cancel(); <-done }
+}
+
+// waitSnapshot waits up to d (or ctx) for px's first snapshot and reports
+// whether it is in.
+func waitSnapshot(ctx context.Context, px *pbx.PBX, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-px.Loaded():
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // sendReload tells every pnpd of the site to take a new snapshot.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/pnpd/pnpd/pkg/phone"
 	"github.com/pnpd/pnpd/pkg/resolve"
@@ -63,17 +62,10 @@ func resolveCmd(args []string, stdout, stderr io.Writer) (int, error) {
 		if err := link.login(ctx, cfg.AMI); err != nil {
 			fmt.Fprintf(stderr, "warning: %v: deciding without the PBX\n", err)
 		}
-		px := newPBX(cfg.AMI, link, log)
-		pctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = px.Serve(pctx) }()
-		defer func() { stop(); <-done }()
-		if px.Live() {
-			select {
-			case <-px.Loaded():
-			case <-time.After(loginTimeout):
-				fmt.Fprintln(stderr, "warning: no snapshot of the PBX's family in time")
-			}
+		px, stopPBX := runPBX(cfg.AMI, link, log)
+		defer stopPBX()
+		if px.Live() && !waitSnapshot(ctx, px, loginTimeout) {
+			fmt.Fprintln(stderr, "warning: no snapshot of the PBX's family in time")
 		}
 		res = resolve.NewChain(cfg.Resolve, px, cfg.AMI.Lookup)
 	}

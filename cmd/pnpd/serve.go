@@ -93,26 +93,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if cfg.AMI.Enabled {
 		link := startAMI(cfg.AMI, log)
 		defer link.Close()
-		px = newPBX(cfg.AMI, link, log)
-		pbxDone := make(chan struct{})
-		go func() {
-			defer close(pbxDone)
-			_ = px.Serve(srvCtx)
-		}()
-		defer func() { srvStop(); <-pbxDone }()
+		var stopPBX func()
+		px, stopPBX = runPBX(cfg.AMI, link, log)
+		defer stopPBX()
 		pcfg.Resolver = resolve.NewChain(cfg.Resolve, px, cfg.AMI.Lookup)
 		pcfg.Observer = px
 		// Start with the PBX's data when it answers soon; without it,
 		// phones are answered from the file until it does.
-		wait := time.NewTimer(firstSnapshotWait)
-		select {
-		case <-px.Loaded():
-		case <-wait.C:
+		if !waitSnapshot(ctx, px, firstSnapshotWait) && ctx.Err() == nil {
 			log.Warn("pbx: no snapshot yet: answering from the file's rules until the PBX answers",
 				"ami", cfg.AMI.Address, "err", errString(link.c.Status().Err))
-		case <-ctx.Done():
 		}
-		wait.Stop()
 	}
 	srv := pnp.NewServer(pcfg)
 	go srv.Serve(srvCtx)

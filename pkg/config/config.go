@@ -301,7 +301,7 @@ func (v *validator) ami(r *rawAMI, cfg *Config) AMI {
 		v.fail("ami", "username missing: the manager.conf user pnpd logs in as")
 	} else {
 		a.Username = strings.TrimSpace(*r.Username)
-		if badAMIText(a.Username) {
+		if HasControl(a.Username) {
 			v.fail("ami.username", "must not hold control characters")
 		}
 	}
@@ -310,7 +310,7 @@ func (v *validator) ami(r *rawAMI, cfg *Config) AMI {
 		v.fail("ami.secret_file", "set secret or secret_file, not both")
 	case r.Secret != nil:
 		a.Secret = *r.Secret
-		if a.Secret == "" || badAMIText(a.Secret) {
+		if a.Secret == "" || HasControl(a.Secret) {
 			v.fail("ami.secret", "empty or holding control characters")
 		}
 	case r.SecretFile != nil:
@@ -324,7 +324,7 @@ func (v *validator) ami(r *rawAMI, cfg *Config) AMI {
 			break
 		}
 		a.Secret = strings.TrimRight(string(data), "\r\n")
-		if a.Secret == "" || badAMIText(a.Secret) {
+		if a.Secret == "" || HasControl(a.Secret) {
 			v.fail("ami.secret_file", "%s: empty, or more than one line", a.SecretFile)
 		}
 	default:
@@ -332,7 +332,7 @@ func (v *validator) ami(r *rawAMI, cfg *Config) AMI {
 	}
 	if r.Family != nil {
 		a.Family = strings.TrimSpace(*r.Family)
-		if a.Family == "" || strings.Trim(a.Family, "/") != a.Family || strings.ContainsAny(a.Family, " \t") || badAMIText(a.Family) {
+		if a.Family == "" || strings.Trim(a.Family, "/") != a.Family || strings.ContainsAny(a.Family, " \t") || HasControl(a.Family) {
 			v.fail("ami.family", "%q is not an AstDB family (no spaces, no leading or trailing '/')", a.Family)
 		}
 	}
@@ -352,7 +352,7 @@ func (v *validator) ami(r *rawAMI, cfg *Config) AMI {
 	}
 	if r.Lookup != nil {
 		a.Lookup = strings.TrimSpace(*r.Lookup)
-		if badAMIText(a.Lookup) {
+		if HasControl(a.Lookup) {
 			v.fail("ami.lookup", "must not hold control characters")
 		} else if err := checkTemplate(a.Lookup); err != nil {
 			v.fail("ami.lookup", "%v", err)
@@ -364,8 +364,9 @@ func (v *validator) ami(r *rawAMI, cfg *Config) AMI {
 	return a
 }
 
-// badAMIText reports control characters, which would end an AMI header.
-func badAMIText(s string) bool {
+// HasControl reports control characters, which would end an AMI header
+// (or an AstDB value written over AMI).
+func HasControl(s string) bool {
 	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 

@@ -351,11 +351,7 @@ func (p *PBX) load(ctx context.Context, why string) bool {
 		}
 		return false
 	}
-	s := resolve.NewSnapshot(len(entries))
-	for _, e := range entries {
-		s.Add(e.Key, e.Value)
-	}
-	s.Taken = time.Now()
+	s := SnapshotOf(entries)
 	p.snap.Store(s)
 	p.loads.Add(1)
 	p.once.Do(func() { close(p.loaded) })
@@ -419,6 +415,16 @@ func (p *PBX) do(ctx context.Context, w write) error {
 		return p.c.UserEvent(cctx, w.event, toAMI(eventHeaders(w.ev))...)
 	}
 	return p.c.DBPut(cctx, p.family, resolve.KeySeen+w.ev.Identity.MAC, SeenRecord(w.ev))
+}
+
+// SnapshotOf reads the entries of one DBGetTree of the family.
+func SnapshotOf(entries []ami.Entry) *resolve.Snapshot {
+	s := resolve.NewSnapshot(len(entries))
+	for _, e := range entries {
+		s.Add(e.Key, e.Value)
+	}
+	s.Taken = time.Now()
+	return s
 }
 
 // Flush waits until the queue is empty or ctx ends; for a clean shutdown.

@@ -115,6 +115,7 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	}
 
 	key := txKey(via, callID, m.Get(sip.HdrCSeq))
+	dialog := string(callID) + "\x00" + string(fromAddr.Tag())
 	now := time.Now()
 	s.mu.Lock()
 	if tx, ok := s.servers[key]; ok {
@@ -138,19 +139,16 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	}
 	tx := &serverTx{port: p.Port, expires: now.Add(64 * s.t1)}
 	s.servers[key] = tx
+	// One NOTIFY per dialog: a new SUBSCRIBE in a dialog that already has
+	// its exchange (Grandstream sends five) gets a 200 with the dialog's
+	// tag and nothing more; nothing is decided again.
+	ex, existing := s.dialogs[dialog]
 	s.mu.Unlock()
 	s.stats.subscribes.Add(1)
 
 	id := identify(m)
 	seen := Event{Kind: EventSeen, Identity: id, Src: p.Src, Interface: portName(p.Port), Time: now}
 
-	// One NOTIFY per dialog: a new SUBSCRIBE in a dialog that already has
-	// its exchange (Grandstream sends five) gets a 200 with the dialog's
-	// tag and nothing more; nothing is decided again.
-	dialog := string(callID) + "\x00" + string(fromAddr.Tag())
-	s.mu.Lock()
-	ex, existing := s.dialogs[dialog]
-	s.mu.Unlock()
 	if existing {
 		s.sendOK(m, via, p, tx, taggedTo(to, toAddr, ex.toTag))
 		s.observe(seen)
