@@ -75,6 +75,10 @@ func summary(w io.Writer, r simulate.Result) {
 	for i, c := range r.Responses {
 		codes[i] = strconv.Itoa(c)
 	}
-	fmt.Fprintf(w, "result: ok=%t ok_latency=%s notifies=%d responses=%s\n",
-		r.URL != "", r.OKLatency, r.Notifies, strings.Join(codes, ","))
+	lat := make([]string, len(r.Latencies))
+	for i, d := range r.Latencies {
+		lat[i] = d.String()
+	}
+	fmt.Fprintf(w, "result: ok=%t ok_latency=%s notifies=%d responses=%s latencies=%s\n",
+		r.URL != "", r.OKLatency, r.Notifies, strings.Join(codes, ","), strings.Join(lat, ","))
 }

@@ -183,6 +183,7 @@ func (r *runner) handleResponse(msg *sip.Msg, src netip.AddrPort) error {
 		return nil
 	}
 	r.res.Responses = append(r.res.Responses, msg.Status)
+	r.res.Latencies = append(r.res.Latencies, time.Since(r.sentAt))
 	if msg.Status >= 200 {
 		r.finals++
 	}

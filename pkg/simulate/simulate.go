@@ -99,6 +99,9 @@ type Result struct {
 	GotOK      bool
 	Notifies   int   // NOTIFY datagrams for our subscription (retransmissions included)
 	Responses  []int // status codes received for our SUBSCRIBE, in order
+	// Latencies holds, for each of Responses, the time from the first
+	// SUBSCRIBE sent to that response received.
+	Latencies []time.Duration
 	Fetched    []FetchResult
 	MAC        string         // the MAC the phone used (12 lower-case hex digits)
 	NotifyFrom netip.AddrPort // source of the first answered NOTIFY
