@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pnpd/pnpd/ami"
 	"github.com/pnpd/pnpd/pkg/config"
 	"github.com/pnpd/pnpd/pkg/netio"
 	"github.com/pnpd/pnpd/pkg/pbx"
@@ -74,12 +75,6 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	for _, s := range skipped {
 		log.Debug("interface passed over", "why", s)
 	}
-	l, err := netio.Listen(netio.Config{Group: cfg.SIP.Group, Interfaces: chosen, Port: cfg.SIP.Port, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-
 	allow := cfg.SIP.Allow
 	if len(allow) == 0 {
 		for _, c := range chosen {
@@ -90,8 +85,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	srvCtx, srvStop := context.WithCancel(context.Background())
 	defer srvStop()
 	var px *pbx.PBX
+	var link *amiLink
 	if cfg.AMI.Enabled {
-		link := startAMI(cfg.AMI, log)
+		link = startAMI(cfg.AMI, log)
 		defer link.Close()
 		var stopPBX func()
 		px, stopPBX = runPBX(cfg.AMI, link, log)
@@ -105,6 +101,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 				"ami", cfg.AMI.Address, "err", errString(link.c.Status().Err))
 		}
 	}
+	l, err := listen(ctx, cfg, chosen, link, log)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
 	srv := pnp.NewServer(pcfg)
 	go srv.Serve(srvCtx)
 	lctx, lstop := context.WithCancel(context.Background())
@@ -120,7 +121,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	for _, i := range l.Interfaces() {
 		names = append(names, i.Name()+"="+i.Addr().String())
 	}
-	log.Info("ready", "group", cfg.SIP.Group.String(), "interfaces", strings.Join(names, ","),
+	log.Info("ready", "mode", string(l.Mode()), "group", cfg.SIP.Group.String(), "interfaces", strings.Join(names, ","),
 		"allow", prefixes(allow), "rules", len(cfg.Resolve.Rules), "default", resolve.Redact(cfg.Resolve.Default),
 		"pbx", pbxName(cfg.AMI), "observe", observe)
 	if observe {
@@ -153,6 +154,68 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	st := srv.Stats()
 	log.Info("stopped", "datagrams", st.Datagrams, "dropped_by_listener", l.Dropped(), "subscribes", st.Subscribes, "outcomes", fmt.Sprint(st.Outcomes), "dropped", fmt.Sprint(st.Dropped))
 	return nil
+}
+
+// listen opens the listener in the configured mode, choosing it when the
+// mode is auto; link, when not nil, lets auto ask the PBX.
+func listen(ctx context.Context, cfg *config.Config, chosen []netio.Candidate, link *amiLink, log *slog.Logger) (*netio.Listener, error) {
+	port := int(cfg.SIP.Group.Port())
+	host, err := netio.ProbeHost(port)
+	if err != nil {
+		log.Warn("cannot tell who holds the group's port", "err", err)
+	}
+	lc := netio.Config{Group: cfg.SIP.Group, Interfaces: chosen, Port: cfg.SIP.Port, Logger: log}
+	choice := netio.Choice{Mode: netio.Mode(cfg.SIP.Mode), Why: "configured"}
+	if choice.Mode == netio.ModeAuto {
+		if link != nil && link.c.Status().State == ami.Connected {
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			loaded, err := pbx.SIPLoaded(actx, link.c)
+			cancel()
+			if err != nil {
+				log.Debug("pbx: cannot tell whether SIP is loaded", "err", err)
+			} else {
+				host.PBXSIP = &loaded
+			}
+		}
+		if choice, err = netio.ChooseMode(host); err != nil {
+			return nil, err
+		}
+	}
+	lc.Mode = choice.Mode
+	l, err := netio.Listen(lc)
+	if err != nil && cfg.SIP.Mode == string(netio.ModeAuto) && choice.Mode == netio.ModePacket && !errors.Is(err, os.ErrPermission) {
+		log.Warn("packet mode failed: trying raw mode", "err", err)
+		choice.Mode, choice.Better = netio.ModeRaw, "packet mode, which failed: "+err.Error()
+		lc.Mode = choice.Mode
+		l, err = netio.Listen(lc)
+	}
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) && lc.Mode == netio.ModeBind {
+			return nil, fmt.Errorf("%w (held by: %s); set [sip] mode = \"auto\" or \"packet\" to receive beside it", err, holders(host.Holders))
+		}
+		return nil, err
+	}
+	log.Info("sip mode", "mode", string(choice.Mode), "why", choice.Why, "better", choice.Better)
+	if choice.Mode != netio.ModePacket {
+		for _, h := range host.Holders {
+			if h.Wildcard() {
+				log.Warn("the PBX receives the phones' SUBSCRIBEs too and answers them (401): fail2ban's asterisk jails may ban phones",
+					"holder", h.String(), "hint", "use [sip] mode = \"packet\", or bind the PBX's SIP transport to a unicast address")
+			}
+		}
+	}
+	return l, nil
+}
+
+func holders(hs []netio.Holder) string {
+	if len(hs) == 0 {
+		return "unknown"
+	}
+	s := make([]string, len(hs))
+	for i, h := range hs {
+		s[i] = h.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // firstSnapshotWait bounds how long serve waits for the PBX's data before

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,7 +78,13 @@ type SIP struct {
 	// the answers and receive the phones' responses to NOTIFY; 0 lets the
 	// kernel choose a free one.
 	Port int
+	// Mode is how the group's datagrams are received: "auto" (default),
+	// "bind", "raw" or "packet"; see Modes.
+	Mode string
 }
+
+// Modes are the values of [sip] mode, the default first.
+var Modes = []string{"auto", "bind", "raw", "packet"}
 
 // Resolve configures the static URL decision.
 type Resolve struct {
@@ -143,6 +150,7 @@ type raw struct {
 		Group      *string  `toml:"group"`
 		Allow      []string `toml:"allow"`
 		Port       *int     `toml:"port"`
+		Mode       *string  `toml:"mode"`
 	} `toml:"sip"`
 	Resolve struct {
 		Default string    `toml:"default"`
@@ -186,7 +194,7 @@ func Parse(data []byte) (*Config, error) { return parse("", data) }
 
 // Default is the configuration used when there is no file: observe only.
 func Default() *Config {
-	return &Config{SIP: SIP{Group: DefaultGroup}}
+	return &Config{SIP: SIP{Group: DefaultGroup, Mode: Modes[0]}}
 }
 
 func parse(file string, data []byte) (*Config, error) {
@@ -234,7 +242,7 @@ func (v *validator) fail(key, format string, args ...any) {
 }
 
 func (v *validator) build(r *raw) *Config {
-	cfg := &Config{SIP: SIP{Group: DefaultGroup}}
+	cfg := Default()
 
 	for i, name := range r.SIP.Interfaces {
 		if name == "" || strings.ContainsAny(name, " /\t") || len(name) > 15 {
@@ -269,6 +277,15 @@ func (v *validator) build(r *raw) *Config {
 			v.fail("sip.port", "%d is not a UDP port (0 lets the kernel choose)", *r.SIP.Port)
 		}
 		cfg.SIP.Port = *r.SIP.Port
+	}
+	if r.SIP.Mode != nil {
+		if !slices.Contains(Modes, *r.SIP.Mode) {
+			v.fail("sip.mode", "%q is not a mode (want %s)", *r.SIP.Mode, strings.Join(Modes, ", "))
+		}
+		cfg.SIP.Mode = *r.SIP.Mode
+	}
+	if (cfg.SIP.Mode == "raw" || cfg.SIP.Mode == "packet") && cfg.SIP.Port != 0 && cfg.SIP.Port == int(cfg.SIP.Group.Port()) {
+		v.fail("sip.port", "%d is the group's port: %s mode exists to leave it to the PBX; pick another port or 0", cfg.SIP.Port, cfg.SIP.Mode)
 	}
 
 	cfg.Resolve.Default = strings.TrimSpace(r.Resolve.Default)

@@ -12,6 +12,9 @@ import (
 var (
 	ErrNoInterface = errors.New("netio: no usable interface")
 	ErrClosed      = errors.New("netio: listener closed")
+	// ErrNotEthernet: packet mode needs an interface with an Ethernet
+	// address to map the group onto.
+	ErrNotEthernet = errors.New("not an Ethernet interface")
 )
 
 // Candidate is an interface that can carry the group, with its first IPv4

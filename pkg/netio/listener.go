@@ -32,6 +32,7 @@ const (
 // Config says what to listen on. The zero value of each optional field
 // takes its documented default; Listen does not modify the Config.
 type Config struct {
+	Mode       Mode           // ModeBind (also for ""), ModeRaw or ModePacket
 	Group      netip.AddrPort // required: an IPv4 multicast address and port
 	Interfaces []Candidate    // required: from Choose
 	Port       int            // unicast port on each interface; 0: kernel's choice
@@ -90,10 +91,14 @@ func (i *Iface) Send(b []byte, dst netip.AddrPort) error {
 	return nil
 }
 
-// Listener holds the group socket and the unicast sockets.
+// Listener holds the group socket (or, in packet mode, one packet socket
+// per interface) and the unicast sockets.
 type Listener struct {
+	mode   Mode
 	group  netip.AddrPort
-	gconn  *ipv4.PacketConn
+	gconn  *ipv4.PacketConn // bind: UDP on the group; raw: raw UDP
+	pconns []*packetConn    // packet
+	igmp   *igmpMember      // packet
 	ifaces []*Iface
 	byIdx  map[int]*Iface
 	log    *slog.Logger
@@ -104,14 +109,30 @@ type Listener struct {
 	closeErr  error
 }
 
-// Listen binds the group address, joins the group on every interface of
-// cfg and opens one unicast socket per interface.
+// Listen opens the unicast socket of every interface of cfg and receives
+// the group in cfg.Mode: it binds the group address and joins the group
+// (bind), or opens a filtered raw UDP socket and joins the group on the
+// unicast sockets (raw), or opens a packet socket per interface with a
+// link-layer membership and sends the IGMP reports itself (packet). Raw
+// and packet need CAP_NET_RAW.
 func Listen(cfg Config) (_ *Listener, err error) {
 	if !cfg.Group.Addr().Is4() || !cfg.Group.Addr().IsMulticast() {
 		return nil, fmt.Errorf("netio: group %s is not an IPv4 multicast address", cfg.Group)
 	}
 	if len(cfg.Interfaces) == 0 {
 		return nil, ErrNoInterface
+	}
+	mode := cfg.Mode
+	switch mode {
+	case "":
+		mode = ModeBind
+	case ModeBind:
+	case ModeRaw, ModePacket:
+		if cfg.Port == int(cfg.Group.Port()) {
+			return nil, fmt.Errorf("netio: %s mode must not hold the group's port %d: use another unicast port, or 0", mode, cfg.Port)
+		}
+	default:
+		return nil, fmt.Errorf("netio: mode %q: want bind, raw or packet (ChooseMode resolves auto)", mode)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -121,34 +142,13 @@ func Listen(cfg Config) (_ *Listener, err error) {
 	if rcvbuf <= 0 {
 		rcvbuf = DefaultRecvBuffer
 	}
-	l := &Listener{group: cfg.Group, byIdx: map[int]*Iface{}, log: log}
+	l := &Listener{mode: mode, group: cfg.Group, byIdx: map[int]*Iface{}, log: log}
 	defer func() {
 		if err != nil {
 			l.Close()
 		}
 	}()
-
-	pc, err := bindGroup(cfg.Group, rcvbuf)
-	if err != nil {
-		return nil, err
-	}
-	if got := recvBuffer(pc); got > 0 && got < rcvbuf {
-		// Without CAP_NET_ADMIN the kernel caps it at net.core.rmem_max.
-		log.Warn("receive buffer smaller than asked: a boot storm may overflow it",
-			"asked", rcvbuf, "granted", got, "hint", "raise net.core.rmem_max, or grant CAP_NET_ADMIN")
-	}
-	l.gconn = ipv4.NewPacketConn(pc)
-	if err := l.gconn.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
-		return nil, fmt.Errorf("netio: IP_PKTINFO: %w", err)
-	}
 	for _, c := range cfg.Interfaces {
-		ifi, err := net.InterfaceByIndex(c.Index)
-		if err != nil {
-			return nil, fmt.Errorf("netio: interface %s: %w", c.Name, err)
-		}
-		if err := l.gconn.JoinGroup(ifi, &net.UDPAddr{IP: cfg.Group.Addr().AsSlice()}); err != nil {
-			return nil, fmt.Errorf("netio: join %s on %s: %w", cfg.Group.Addr(), c.Name, err)
-		}
 		uc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.Prefix.Addr(), uint16(cfg.Port))))
 		if err != nil {
 			return nil, fmt.Errorf("netio: unicast socket on %s (%s port %d): %w", c.Name, c.Prefix.Addr(), cfg.Port, err)
@@ -158,9 +158,114 @@ func Listen(cfg Config) (_ *Listener, err error) {
 			local: netip.AddrPortFrom(c.Prefix.Addr(), uint16(uc.LocalAddr().(*net.UDPAddr).Port))}
 		l.ifaces = append(l.ifaces, ifc)
 		l.byIdx[c.Index] = ifc
-		log.Info("joined group", "iface", c.Name, "group", cfg.Group.String(), "addr", ifc.local.String())
+	}
+	switch mode {
+	case ModeBind:
+		err = l.listenBind(rcvbuf)
+	case ModeRaw:
+		err = l.listenRaw(rcvbuf)
+	case ModePacket:
+		err = l.listenPacket(rcvbuf)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, ifc := range l.ifaces {
+		log.Info("receiving the group", "mode", string(mode), "iface", ifc.name, "group", cfg.Group.String(), "addr", ifc.local.String())
 	}
 	return l, nil
+}
+
+// warnRecvBuffer says when the kernel granted less receive buffer than
+// asked: without CAP_NET_ADMIN it caps it at net.core.rmem_max.
+func (l *Listener) warnRecvBuffer(c any, asked int) {
+	if got := recvBuffer(c); got > 0 && got < asked {
+		l.log.Warn("receive buffer smaller than asked: a boot storm may overflow it",
+			"asked", asked, "granted", got, "hint", "raise net.core.rmem_max, or grant CAP_NET_ADMIN")
+	}
+}
+
+// listenBind binds the group address and joins the group on every
+// interface.
+func (l *Listener) listenBind(rcvbuf int) error {
+	pc, err := bindGroup(l.group, rcvbuf)
+	if err != nil {
+		return err
+	}
+	l.warnRecvBuffer(pc, rcvbuf)
+	l.gconn = ipv4.NewPacketConn(pc)
+	if err := l.gconn.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
+		return fmt.Errorf("netio: IP_PKTINFO: %w", err)
+	}
+	for _, ifc := range l.ifaces {
+		if err := joinOn(l.gconn, ifc, l.group.Addr()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listenRaw opens a raw UDP socket whose kernel filter passes only the
+// group's datagrams, and joins the group on the unicast sockets (which are
+// not on the group's port, so they never receive the group themselves).
+func (l *Listener) listenRaw(rcvbuf int) error {
+	filter, err := groupFilter(l.group, false, false)
+	if err != nil {
+		return err
+	}
+	c, err := net.ListenPacket("ip4:udp", "0.0.0.0")
+	if err != nil {
+		return fmt.Errorf("netio: raw UDP socket (needs CAP_NET_RAW): %w", err)
+	}
+	l.gconn = ipv4.NewPacketConn(c)
+	if err := l.gconn.SetBPF(filter); err != nil {
+		return fmt.Errorf("netio: attach filter: %w", err)
+	}
+	if sc, ok := c.(syscall.Conn); ok {
+		setRecvBuffer(sc, rcvbuf)
+	}
+	l.warnRecvBuffer(c, rcvbuf)
+	if err := l.gconn.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
+		return fmt.Errorf("netio: IP_PKTINFO: %w", err)
+	}
+	for _, ifc := range l.ifaces {
+		if err := joinOn(ipv4.NewPacketConn(ifc.conn), ifc, l.group.Addr()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listenPacket opens a packet socket per interface and starts the IGMP
+// membership: no socket joins the group, so the IP stack drops the group's
+// datagrams and no other program on the host sees them.
+func (l *Listener) listenPacket(rcvbuf int) error {
+	for _, ifc := range l.ifaces {
+		p, err := openPacket(ifc, l.group, rcvbuf)
+		if err != nil {
+			return err
+		}
+		l.pconns = append(l.pconns, p)
+		l.warnRecvBuffer(p.f, rcvbuf)
+	}
+	m, err := newIGMP(l.group.Addr(), l.ifaces, l.log)
+	if err != nil {
+		return err
+	}
+	l.igmp = m
+	m.join()
+	return nil
+}
+
+func joinOn(c *ipv4.PacketConn, ifc *Iface, group netip.Addr) error {
+	ifi, err := net.InterfaceByIndex(ifc.index)
+	if err != nil {
+		return fmt.Errorf("netio: interface %s: %w", ifc.name, err)
+	}
+	if err := c.JoinGroup(ifi, &net.UDPAddr{IP: group.AsSlice()}); err != nil {
+		return fmt.Errorf("netio: join %s on %s: %w", group, ifc.name, err)
+	}
+	return nil
 }
 
 // bindGroup opens a UDP socket bound to the group address itself (not
@@ -191,7 +296,7 @@ func bindGroup(group netip.AddrPort, rcvbuf int) (net.PacketConn, error) {
 	return pc, nil
 }
 
-func setRecvBuffer(c *net.UDPConn, n int) {
+func setRecvBuffer(c syscall.Conn, n int) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return
@@ -230,15 +335,28 @@ func (l *Listener) Iface(index int) (*Iface, bool) {
 	return i, ok
 }
 
+// Mode is how the Listener receives the group.
+func (l *Listener) Mode() Mode { return l.mode }
+
 // Serve reads every socket and hands each datagram to h until ctx is done
 // or Close is called; then it closes the sockets and returns nil.
 func (l *Listener) Serve(ctx context.Context, h Handler) error {
 	var wg sync.WaitGroup
-	wg.Add(1 + len(l.ifaces))
-	go func() {
-		defer wg.Done()
-		l.readGroup(h)
-	}()
+	if l.gconn != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.readGroup(h)
+		}()
+	}
+	for _, p := range l.pconns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.readPacket(p, h)
+		}()
+	}
+	wg.Add(len(l.ifaces))
 	for _, ifc := range l.ifaces {
 		go func() {
 			defer wg.Done()
@@ -273,15 +391,67 @@ func (l *Listener) readGroup(h Handler) {
 		}
 		ifc, why := l.accept(cm)
 		if why != "" {
-			l.dropped.Add(1)
-			l.log.Debug("dropped", "reason", why, "src", src.String())
+			l.drop(why, src.String())
 			continue
 		}
-		ua, ok := src.(*net.UDPAddr)
-		if !ok {
+		switch a := src.(type) {
+		case *net.UDPAddr:
+			h.HandleDatagram(Datagram{Data: buf[:n], Src: a.AddrPort(), Group: true, Iface: ifc})
+		case *net.IPAddr: // raw: the payload is the whole UDP datagram
+			sport, dport, data, why := parseUDP(buf[:n])
+			if why == "" && dport != l.group.Port() {
+				why = "another port"
+			}
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if why != "" || !ok {
+				l.drop(why, src.String())
+				continue
+			}
+			h.HandleDatagram(Datagram{Data: data, Src: netip.AddrPortFrom(ip.Unmap(), sport), Group: true, Iface: ifc})
+		}
+	}
+}
+
+func (l *Listener) drop(why, src string) {
+	l.dropped.Add(1)
+	l.log.Debug("dropped", "reason", why, "src", src)
+}
+
+// readPacket reads one interface's packet socket: the group's datagrams go
+// to h, the IGMP queries to the membership.
+func (l *Listener) readPacket(p *packetConn, h Handler) {
+	buf := make([]byte, maxDatagram)
+	for {
+		n, err := p.read(buf)
+		if err != nil {
+			if l.closed(err) {
+				return
+			}
+			l.log.Warn("packet socket read", "iface", p.ifc.name, "err", err)
+			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		h.HandleDatagram(Datagram{Data: buf[:n], Src: ua.AddrPort(), Group: true, Iface: ifc})
+		pk, why := parseIPv4(buf[:n])
+		if why != "" {
+			l.drop(why, "")
+			continue
+		}
+		switch {
+		case pk.proto == protoIGMP:
+			l.igmp.query(p.ifc.index, pk.payload)
+		case pk.proto != protoUDP || pk.dst != l.group.Addr():
+			l.drop("not UDP to the group", pk.src.String())
+		default:
+			sport, dport, data, why := parseUDP(pk.payload)
+			if why == "" && dport != l.group.Port() {
+				why = "another port"
+			}
+			if why != "" {
+				l.drop(why, pk.src.String())
+				continue
+			}
+			h.HandleDatagram(Datagram{Data: data, Src: netip.AddrPortFrom(pk.src, sport), Group: true, Iface: p.ifc})
+		}
 	}
 }
 
@@ -329,6 +499,12 @@ func (l *Listener) closed(err error) bool { return errors.Is(err, net.ErrClosed)
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		var errs []error
+		if l.igmp != nil {
+			errs = append(errs, l.igmp.close()) // the leave goes out first
+		}
+		for _, p := range l.pconns {
+			errs = append(errs, p.close())
+		}
 		if l.gconn != nil {
 			errs = append(errs, l.gconn.Close())
 		}

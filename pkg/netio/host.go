@@ -1,0 +1,189 @@
+package netio
+
+import (
+	"bufio"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Holder is a socket bound to a UDP port in this network namespace.
+type Holder struct {
+	Local netip.AddrPort
+	// Process is "name (pid N)", or "" when /proc does not tell (only
+	// root, or the socket's owner, can read another process's descriptors).
+	Process string
+}
+
+// Wildcard reports whether the socket is bound to 0.0.0.0 or ::, and so
+// takes the port on every address, the group's included.
+func (h Holder) Wildcard() bool { return h.Local.Addr().IsUnspecified() }
+
+// Owner is Process, or a phrase saying it is unknown.
+func (h Holder) Owner() string {
+	if h.Process == "" {
+		return "a process (run as root to see which)"
+	}
+	return h.Process
+}
+
+// IsAsterisk reports whether the holder is known to be Asterisk.
+func (h Holder) IsAsterisk() bool { return strings.HasPrefix(h.Process, "asterisk ") }
+
+func (h Holder) String() string { return h.Owner() + " on " + h.Local.String() }
+
+// PortHolders lists the UDP sockets of this network namespace bound to
+// port, IPv4 and IPv6, read from /proc/net/udp and /proc/net/udp6, with the
+// process holding each when /proc/*/fd tells.
+func PortHolders(port int) ([]Holder, error) {
+	inodes := map[string]netip.AddrPort{}
+	for _, name := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		if err := readUDPTable(name, port, inodes); err != nil && !os.IsNotExist(err) {
+			return nil, err
+		}
+	}
+	if len(inodes) == 0 {
+		return nil, nil
+	}
+	owners := socketOwners(inodes)
+	out := make([]Holder, 0, len(inodes))
+	for ino, local := range inodes {
+		out = append(out, Holder{Local: local, Process: owners[ino]})
+	}
+	return out, nil
+}
+
+// readUDPTable adds the sockets of one /proc/net/udp* table bound to port
+// to inodes.
+func readUDPTable(name string, port int, inodes map[string]netip.AddrPort) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 10 || fs[0] == "sl" {
+			continue
+		}
+		local, ok := parseProcAddr(fs[1])
+		if !ok || int(local.Port()) != port {
+			continue
+		}
+		inodes[fs[9]] = local
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("netio: read %s: %w", name, err)
+	}
+	return nil
+}
+
+// parseProcAddr parses "0100007F:13C4" (IPv4) or the 32-digit IPv6 form:
+// the address in 32-bit words of host byte order (little-endian on the
+// machines pnpd runs on), the port in hex.
+func parseProcAddr(s string) (netip.AddrPort, bool) {
+	a, p, ok := strings.Cut(s, ":")
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	port, err := strconv.ParseUint(p, 16, 16)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	raw, err := hex.DecodeString(a)
+	if err != nil || (len(raw) != 4 && len(raw) != 16) {
+		return netip.AddrPort{}, false
+	}
+	for i := 0; i < len(raw); i += 4 {
+		raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+	}
+	addr, _ := netip.AddrFromSlice(raw)
+	return netip.AddrPortFrom(addr.Unmap(), uint16(port)), true
+}
+
+// socketOwners maps socket inodes to "name (pid N)" by reading /proc/*/fd.
+func socketOwners(inodes map[string]netip.AddrPort) map[string]string {
+	out := map[string]string{}
+	pids, _ := filepath.Glob("/proc/[0-9]*")
+	for _, dir := range pids {
+		fds, err := os.ReadDir(filepath.Join(dir, "fd"))
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(dir, "fd", fd.Name()))
+			if err != nil || !strings.HasPrefix(target, "socket:[") {
+				continue
+			}
+			ino := strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")
+			if _, ok := inodes[ino]; ok {
+				out[ino] = fmt.Sprintf("%s (pid %s)", processName(dir), filepath.Base(dir))
+			}
+		}
+	}
+	return out
+}
+
+// processName is the name of the process at dir (/proc/PID): its comm,
+// unless it was started through the dynamic loader (ld-linux...), whose
+// name says nothing; then the base name of the program the loader ran.
+func processName(dir string) string {
+	comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
+	name := strings.TrimSpace(string(comm))
+	if !strings.HasPrefix(name, "ld-linux") && !strings.HasPrefix(name, "ld.so") {
+		return name
+	}
+	cmdline, _ := os.ReadFile(filepath.Join(dir, "cmdline"))
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	for i := 1; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--library-path" || a == "--preload" || a == "--argv0" || a == "--audit":
+			i++ // the option's value
+		case strings.HasPrefix(a, "-"):
+		default:
+			return filepath.Base(a)
+		}
+	}
+	return name
+}
+
+// AsteriskHere reports whether an Asterisk runs in this network namespace:
+// its control socket (asterisk.ctl) is listed in /proc/net/unix, which
+// shows this namespace's sockets to any user.
+func AsteriskHere() bool {
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasSuffix(line, "/asterisk.ctl") {
+			return true
+		}
+	}
+	return false
+}
+
+// capNetRaw is CAP_NET_RAW's bit in the capability sets.
+const capNetRaw = 13
+
+// HasCapNetRaw reports whether this process has CAP_NET_RAW in its
+// effective set (read from /proc/self/status), which raw and packet mode
+// need.
+func HasCapNetRaw() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && caps&(1<<capNetRaw) != 0
+		}
+	}
+	return false
+}

@@ -1,0 +1,129 @@
+package netio
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Mode is how pnpd receives the group's datagrams.
+type Mode string
+
+// The modes. See the package documentation.
+const (
+	// ModeAuto chooses one of the others with ChooseMode.
+	ModeAuto Mode = "auto"
+	// ModeBind binds the group address and port and joins the group.
+	ModeBind Mode = "bind"
+	// ModeRaw reads a raw UDP socket through a kernel filter and joins the
+	// group on a socket of its own: nothing is bound to the group's port,
+	// but a PBX bound to the wildcard address sees the datagrams too.
+	ModeRaw Mode = "raw"
+	// ModePacket reads the link layer (AF_PACKET) with a link-layer
+	// membership for the group and no IP-level join: the host's IP stack,
+	// and so a PBX, never sees the datagrams. pnpd sends the IGMP reports.
+	ModePacket Mode = "packet"
+)
+
+// Modes lists the modes in the order the configuration documents them.
+func Modes() []Mode { return []Mode{ModeAuto, ModeBind, ModeRaw, ModePacket} }
+
+// ParseMode parses a configured mode name.
+func ParseMode(s string) (Mode, error) {
+	for _, m := range Modes() {
+		if string(m) == s {
+			return m, nil
+		}
+	}
+	names := make([]string, 0, 4)
+	for _, m := range Modes() {
+		names = append(names, string(m))
+	}
+	return "", fmt.Errorf("netio: unknown mode %q (want %s)", s, strings.Join(names, ", "))
+}
+
+// ErrNoSafeMode is returned by ChooseMode when every mode would either
+// take the port from the PBX or needs a capability pnpd lacks.
+var ErrNoSafeMode = errors.New("netio: no safe way to receive the group")
+
+// Host is what ChooseMode knows of the host pnpd runs on.
+type Host struct {
+	Port    int      // the group's port
+	Holders []Holder // sockets on Port in this network namespace
+	// Asterisk: an Asterisk runs in this network namespace.
+	Asterisk bool
+	// PBXSIP says whether the PBX has a SIP stack loaded, when the PBX
+	// told (over AMI); nil when unknown.
+	PBXSIP *bool
+	// CapNetRaw: this process may open raw and packet sockets.
+	CapNetRaw bool
+}
+
+// ProbeHost reads the host's state for port from /proc. PBXSIP is left
+// for the caller, who may ask the PBX.
+func ProbeHost(port int) (Host, error) {
+	holders, err := PortHolders(port)
+	if err != nil {
+		return Host{}, err
+	}
+	return Host{Port: port, Holders: holders, Asterisk: AsteriskHere(), CapNetRaw: HasCapNetRaw()}, nil
+}
+
+// Choice is ChooseMode's answer.
+type Choice struct {
+	Mode Mode
+	Why  string // what on the host decided it
+	// Better names what would allow a better mode, or "" when Mode is the
+	// best there is on this host.
+	Better string
+}
+
+// remedy is what an operator can change so that a PBX keeps its port and
+// pnpd receives the group.
+func remedy(port int) string {
+	return fmt.Sprintf("grant pnpd CAP_NET_RAW (systemd: AmbientCapabilities=CAP_NET_RAW) for packet mode, "+
+		"or bind the PBX's SIP transport to a unicast address (pjsip.conf [transport-udp] bind=ADDR:%d) so that bind mode is safe", port)
+}
+
+// ChooseMode picks the safest way to receive the group on h. pnpd holds
+// the group's port (bind) only when it can tell that the PBX's SIP is
+// bound to unicast addresses or that no PBX SIP runs here; otherwise it
+// takes packet mode, which takes nothing from the PBX and hides the
+// datagrams from it. Raw mode is never chosen here: it is the fallback
+// when packet mode cannot open (see Listen's errors).
+func ChooseMode(h Host) (Choice, error) {
+	var wild, uni []string
+	for _, x := range h.Holders {
+		if x.Wildcard() {
+			wild = append(wild, x.String())
+		} else {
+			uni = append(uni, x.String())
+		}
+	}
+	switch {
+	case len(wild) > 0:
+		why := fmt.Sprintf("%s holds UDP %d on every address: pnpd must not take the port, and that socket would answer the phones (401) if this host joined the group",
+			strings.Join(wild, ", "), h.Port)
+		if !h.CapNetRaw {
+			return Choice{}, fmt.Errorf("%w: %s, and without CAP_NET_RAW pnpd cannot receive beside it: %s", ErrNoSafeMode, why, remedy(h.Port))
+		}
+		return Choice{Mode: ModePacket, Why: why + "; packet mode receives the group without joining it"}, nil
+	case len(uni) > 0:
+		return Choice{Mode: ModeBind, Why: fmt.Sprintf("UDP %d is held on unicast addresses only (%s): the group address binds beside them and they never see the group",
+			h.Port, strings.Join(uni, ", "))}, nil
+	case h.PBXSIP != nil && !*h.PBXSIP:
+		return Choice{Mode: ModeBind, Why: fmt.Sprintf("nothing holds UDP %d and the PBX says it has no SIP stack loaded", h.Port)}, nil
+	case h.PBXSIP == nil && !h.Asterisk:
+		return Choice{Mode: ModeBind, Why: fmt.Sprintf("nothing holds UDP %d and no Asterisk runs in this network namespace", h.Port)}, nil
+	}
+	why := fmt.Sprintf("nothing holds UDP %d now, but Asterisk runs here", h.Port)
+	if h.PBXSIP != nil {
+		why += " with its SIP stack loaded"
+	}
+	why += ": holding the port could keep its SIP transport from binding at its next start"
+	if !h.CapNetRaw {
+		return Choice{}, fmt.Errorf("%w: %s, and without CAP_NET_RAW pnpd cannot receive without it: %s; or, if this PBX never uses UDP %d, set [sip] mode = \"bind\"",
+			ErrNoSafeMode, why, remedy(h.Port), h.Port)
+	}
+	return Choice{Mode: ModePacket, Why: why + "; packet mode takes nothing from it"}, nil
+}
