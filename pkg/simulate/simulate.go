@@ -94,14 +94,14 @@ type Options struct {
 
 // Result is what one simulated phone saw.
 type Result struct {
-	URL        string        // NOTIFY body, trimmed (credentials included: do not log it)
-	OKLatency  time.Duration // SUBSCRIBE sent -> first 2xx received (0 if none)
-	GotOK      bool
-	Notifies   int   // NOTIFY datagrams for our subscription (retransmissions included)
-	Responses  []int // status codes received for our SUBSCRIBE, in order
+	URL       string        // NOTIFY body, trimmed (credentials included: do not log it)
+	OKLatency time.Duration // SUBSCRIBE sent -> first 2xx received (0 if none)
+	GotOK     bool
+	Notifies  int   // NOTIFY datagrams for our subscription (retransmissions included)
+	Responses []int // status codes received for our SUBSCRIBE, in order
 	// Latencies holds, for each of Responses, the time from the first
 	// SUBSCRIBE sent to that response received.
-	Latencies []time.Duration
+	Latencies  []time.Duration
 	Fetched    []FetchResult
 	MAC        string         // the MAC the phone used (12 lower-case hex digits)
 	NotifyFrom netip.AddrPort // source of the first answered NOTIFY
