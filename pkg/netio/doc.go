@@ -1,20 +1,37 @@
-// Package netio owns pnpd's sockets: the multicast group membership, the
-// socket bound to the group address itself, and one unicast socket per
-// chosen interface that sends the answers and receives the phones'
-// responses to them.
+// Package netio owns pnpd's sockets: how the group's datagrams are
+// received, the group membership, and one unicast socket per chosen
+// interface that sends the answers and receives the phones' responses to
+// them.
 //
-// Go's net.ListenMulticastUDP binds 0.0.0.0:port and so also receives
-// unicast sent to that port; this package binds the group address itself
-// with the socket system calls, joins the group on each chosen interface,
-// and reads the destination address and arrival interface (IP_PKTINFO) of
-// every datagram so that datagrams from interfaces not chosen, or not sent
-// to the group, never reach the handler.
+// The group is received in one of three modes (Mode):
 //
-//	l, err := netio.Listen(netio.Config{Group: group, Interfaces: []string{"eth0"}, Logger: log})
+//   - bind: a UDP socket bound to the group address itself (not 0.0.0.0:
+//     Go's net.ListenMulticastUDP would also take unicast to the port),
+//     joined on each chosen interface, reading the destination address and
+//     arrival interface (IP_PKTINFO) of every datagram. It holds the group's
+//     port, which a PBX bound to 0.0.0.0:5060 then cannot bind.
+//   - raw: a raw UDP socket (CAP_NET_RAW) behind a kernel BPF filter that
+//     passes only the group's datagrams, the group joined on the unicast
+//     sockets. Nothing is bound to the group's port; a PBX on the wildcard
+//     address receives the group's datagrams too, after pnpd (raw sockets
+//     get them before UDP sockets).
+//   - packet: one AF_PACKET socket per interface (CAP_NET_RAW) with a
+//     link-layer membership for the group's Ethernet address and the same
+//     filter. No socket joins the group, so the host's IP stack drops the
+//     datagrams and no PBX sees them; pnpd sends the IGMP membership
+//     reports and answers the queries itself so that snooping switches keep
+//     forwarding the group.
+//
+// ChooseMode picks one for "auto" from what ProbeHost reads in /proc (who
+// holds the port, whether an Asterisk runs in this network namespace,
+// whether pnpd has CAP_NET_RAW).
+//
+//	l, err := netio.Listen(netio.Config{Mode: netio.ModePacket, Group: group, Interfaces: chosen, Logger: log})
 //	if err != nil {
 //		return err
 //	}
 //	go l.Serve(ctx, netio.HandlerFunc(func(d netio.Datagram) { ... d.Iface.Send(reply, d.Src) ... }))
 //
-// IPv4 only.
+// Datagrams from interfaces not chosen, or not sent to the group, never
+// reach the handler. IPv4 only.
 package netio

@@ -472,8 +472,11 @@ func (l *Listener) accept(cm *ipv4.ControlMessage) (*Iface, string) {
 	return ifc, ""
 }
 
-// Dropped counts the datagrams on the group socket that arrived on an
-// interface not chosen or were not sent to the group.
+// Dropped counts the datagrams that reached pnpd's group receiver and were
+// refused there: arrived on an interface not chosen, not sent to the group
+// and port, or (raw and packet) with a malformed IP or UDP header. The
+// kernel filters of raw and packet mode keep the host's other traffic from
+// reaching it at all.
 func (l *Listener) Dropped() int64 { return l.dropped.Load() }
 
 func (l *Listener) readUnicast(ifc *Iface, h Handler) {

@@ -27,24 +27,45 @@ func TestChooseNamed(t *testing.T) {
 	}
 }
 
-// TestListen binds the group in namespace A and sends from B: a multicast
-// to the group arrives as a group datagram with the sender's address, a
-// unicast to the interface's unicast socket as a unicast one, and a unicast
-// to the group's port on the interface address never reaches the group
-// socket.
+// TestListen receives the group in namespace A, in each mode, and sends
+// from B: a multicast to the group arrives as a group datagram with the
+// sender's address, a unicast to the interface's unicast socket as a
+// unicast one, and neither a unicast to the group's port nor a stream of
+// RTP-like datagrams reaches the handler. In raw and packet mode a PBX
+// socket holds 0.0.0.0:5060 beside pnpd: in raw mode it sees the group's
+// datagram too, in packet mode never.
 func TestListen(t *testing.T) {
+	for _, mode := range []netio.Mode{netio.ModeBind, netio.ModeRaw, netio.ModePacket} {
+		t.Run(string(mode), func(t *testing.T) { testListen(t, mode) })
+	}
+}
+
+func testListen(t *testing.T, mode netio.Mode) {
 	p := lab(t)
 	var l *netio.Listener
+	var pbx *net.UDPConn
 	err := p.A.Do(func() error {
+		if mode != netio.ModeBind {
+			var err error
+			if pbx, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 5060}); err != nil {
+				return err
+			}
+		}
 		chosen, _, err := netio.Choose([]string{p.AIf})
 		if err != nil {
 			return err
 		}
-		l, err = netio.Listen(netio.Config{Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen})
+		l, err = netio.Listen(netio.Config{Mode: mode, Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen})
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if pbx != nil {
+		defer pbx.Close()
+	}
+	if l.Mode() != mode {
+		t.Errorf("Mode() = %s", l.Mode())
 	}
 	ifs := l.Interfaces()
 	if len(ifs) != 1 || ifs[0].Name() != p.AIf || ifs[0].Addr().Addr() != p.AAddr.Addr() || ifs[0].Addr().Port() == 0 {
@@ -73,6 +94,13 @@ func TestListen(t *testing.T) {
 	if err := pc.SetMulticastInterface(ifi); err != nil {
 		t.Fatal(err)
 	}
+	// RTP-like unicast to another port first: the kernel filter must keep
+	// it from user space, so Dropped stays 0.
+	for i := range 50 {
+		if _, err := phone.WriteToUDPAddrPort([]byte("rtp "+itoa(i)), netip.AddrPortFrom(p.AAddr.Addr(), 10000)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	group := &net.UDPAddr{IP: net.IPv4(224, 0, 1, 75), Port: 5060}
 	if _, err := phone.WriteTo([]byte("to the group"), group); err != nil {
 		t.Fatal(err)
@@ -80,6 +108,20 @@ func TestListen(t *testing.T) {
 	d := wait(t, got)
 	if !d.Group || string(d.Data) != "to the group" || d.Src.String() != p.BAddr.Addr().String()+":5059" || d.Iface.Name() != p.AIf {
 		t.Errorf("group datagram %+v", d)
+	}
+	if n := l.Dropped(); n != 0 {
+		t.Errorf("%d datagrams reached user space and were dropped there; the kernel filter should have", n)
+	}
+	if pbx != nil {
+		buf := make([]byte, 100)
+		pbx.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, _, err := pbx.ReadFromUDPAddrPort(buf)
+		switch {
+		case mode == netio.ModeRaw && (err != nil || string(buf[:n]) != "to the group"):
+			t.Errorf("raw mode joins the group, so the PBX socket should see it: %q, %v", buf[:n], err)
+		case mode == netio.ModePacket && err == nil:
+			t.Errorf("packet mode: the PBX socket saw %q", buf[:n])
+		}
 	}
 	// A reply leaves from the interface's unicast socket.
 	if err := d.Iface.Send([]byte("reply"), d.Src); err != nil {
@@ -98,8 +140,8 @@ func TestListen(t *testing.T) {
 	if d.Group || string(d.Data) != "unicast answer" {
 		t.Errorf("unicast datagram %+v", d)
 	}
-	// Unicast to port 5060 of the interface address: nobody listens there,
-	// and the group socket (bound to the group address) must not see it.
+	// Unicast to port 5060 of the interface address must not reach the
+	// handler (in bind mode nobody listens there).
 	if _, err := phone.WriteToUDPAddrPort([]byte("stray"), netip.AddrPortFrom(p.AAddr.Addr(), 5060)); err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +156,18 @@ func TestListen(t *testing.T) {
 	}
 	if err := l.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestHoldsNoGroupPort: raw and packet mode refuse a unicast port equal
+// to the group's.
+func TestHoldsNoGroupPort(t *testing.T) {
+	for _, mode := range []netio.Mode{netio.ModeRaw, netio.ModePacket} {
+		_, err := netio.Listen(netio.Config{Mode: mode, Group: netip.MustParseAddrPort("224.0.1.75:5060"), Port: 5060,
+			Interfaces: []netio.Candidate{{Name: "lo", Index: 1, Prefix: netip.MustParsePrefix("127.0.0.1/8")}}})
+		if err == nil {
+			t.Errorf("%s mode took unicast port 5060", mode)
+		}
 	}
 }
 
@@ -133,6 +187,12 @@ func wait(t *testing.T, ch chan netio.Datagram) netio.Datagram {
 // host joined the group there. A datagram arriving on an interface pnpd did
 // not choose must not reach the handler.
 func TestOtherInterfaceDropped(t *testing.T) {
+	for _, mode := range []netio.Mode{netio.ModeBind, netio.ModeRaw, netio.ModePacket} {
+		t.Run(string(mode), func(t *testing.T) { testOtherInterfaceDropped(t, mode) })
+	}
+}
+
+func testOtherInterfaceDropped(t *testing.T, mode netio.Mode) {
 	p := lab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -167,7 +227,7 @@ func TestOtherInterfaceDropped(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		l, err = netio.Listen(netio.Config{Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen})
+		l, err = netio.Listen(netio.Config{Mode: mode, Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen})
 		if err != nil {
 			return err
 		}
@@ -186,6 +246,7 @@ func TestOtherInterfaceDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
+	defer l.Close()
 	got := make(chan netio.Datagram, 16)
 	sctx, scancel := context.WithCancel(context.Background())
 	defer scancel()

@@ -1,0 +1,123 @@
+package netio
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestChooseMode(t *testing.T) {
+	wild := Holder{Local: netip.MustParseAddrPort("0.0.0.0:5060"), Process: "asterisk (pid 7)"}
+	wild6 := Holder{Local: netip.MustParseAddrPort("[::]:5060")}
+	uni := Holder{Local: netip.MustParseAddrPort("192.0.2.10:5060"), Process: "asterisk (pid 7)"}
+	yes, no := true, false
+	cases := []struct {
+		name string
+		h    Host
+		want Mode
+		err  string // part of the error, when one is wanted
+	}{
+		{"wildcard PBX, CAP_NET_RAW", Host{Holders: []Holder{wild}, CapNetRaw: true}, ModePacket, ""},
+		{"IPv6 wildcard", Host{Holders: []Holder{wild6}, CapNetRaw: true}, ModePacket, ""},
+		{"wildcard PBX, no capability", Host{Holders: []Holder{wild}}, "", "CAP_NET_RAW"},
+		{"unicast PBX", Host{Holders: []Holder{uni}, Asterisk: true, PBXSIP: &yes}, ModeBind, ""},
+		{"unicast and wildcard", Host{Holders: []Holder{uni, wild}, CapNetRaw: true}, ModePacket, ""},
+		{"nothing here", Host{}, ModeBind, ""},
+		{"Asterisk without SIP", Host{Asterisk: true, PBXSIP: &no}, ModeBind, ""},
+		{"Asterisk, SIP unknown", Host{Asterisk: true, CapNetRaw: true}, ModePacket, ""},
+		{"Asterisk with SIP, port free", Host{Asterisk: true, PBXSIP: &yes, CapNetRaw: true}, ModePacket, ""},
+		{"Asterisk with SIP, no capability", Host{Asterisk: true, PBXSIP: &yes}, "", `mode = "bind"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.h.Port = 5060
+			got, err := ChooseMode(c.h)
+			if c.err != "" {
+				if !errors.Is(err, ErrNoSafeMode) || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("err = %v, want ErrNoSafeMode naming %q", err, c.err)
+				}
+				return
+			}
+			if err != nil || got.Mode != c.want || got.Why == "" {
+				t.Fatalf("ChooseMode = %+v, %v; want %s with a reason", got, err, c.want)
+			}
+		})
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	for _, m := range Modes() {
+		if got, err := ParseMode(string(m)); err != nil || got != m {
+			t.Errorf("ParseMode(%q) = %q, %v", m, got, err)
+		}
+	}
+	if _, err := ParseMode("multicast"); err == nil {
+		t.Error("ParseMode accepted an unknown mode")
+	}
+}
+
+func TestParseProcAddr(t *testing.T) {
+	cases := map[string]string{
+		"00000000:13C4":                         "0.0.0.0:5060",
+		"0A0012C6:13C4":                         "198.18.0.10:5060",
+		"00000000000000000000000000000000:13C4": "[::]:5060",
+		"0000000000000000FFFF00000A0012C6:13C4": "198.18.0.10:5060",
+		"00000000000000000000000001000000:0035": "[::1]:53",
+	}
+	for in, want := range cases {
+		got, ok := parseProcAddr(in)
+		if !ok || got.String() != want {
+			t.Errorf("parseProcAddr(%q) = %s, %t; want %s", in, got, ok, want)
+		}
+	}
+	for _, bad := range []string{"", "13C4", "0A0012C6", "zz0012C6:13C4", "0A0012C6:1FFFF"} {
+		if _, ok := parseProcAddr(bad); ok {
+			t.Errorf("parseProcAddr(%q) accepted", bad)
+		}
+	}
+}
+
+func TestProcessName(t *testing.T) {
+	cases := []struct{ comm, cmdline, want string }{
+		{"asterisk\n", "/usr/sbin/asterisk\x00-f\x00", "asterisk"},
+		{"ld-linux-x86-64\n", "/r/ld-linux-x86-64.so.2\x00--library-path\x00/r/lib\x00/r/usr/sbin/asterisk\x00-f\x00-C\x00/x/asterisk.conf\x00", "asterisk"},
+		{"ld-linux-x86-64\n", "", "ld-linux-x86-64"},
+	}
+	for _, c := range cases {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "comm"), []byte(c.comm), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cmdline"), []byte(c.cmdline), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got := processName(dir); got != c.want {
+			t.Errorf("processName(%q, %q) = %q, want %q", c.comm, c.cmdline, got, c.want)
+		}
+	}
+}
+
+// TestPortHolders binds a UDP port on loopback and finds it, with this
+// process as its holder.
+func TestPortHolders(t *testing.T) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	hs, err := PortHolders(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 1 || hs[0].Local.String() != c.LocalAddr().String() || hs[0].Wildcard() {
+		t.Fatalf("PortHolders(%d) = %v", port, hs)
+	}
+	if hs[0].Process != "" && !strings.Contains(hs[0].Process, "(pid ") {
+		t.Errorf("holder process %q", hs[0].Process)
+	}
+}
