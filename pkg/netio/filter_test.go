@@ -99,7 +99,7 @@ func TestParseIPv4(t *testing.T) {
 	phone := netip.MustParseAddr("198.18.0.2")
 	good := ipPacket(17, phone, testGroup.Addr(), nil, 0, udpPacket(5059, 5060, []byte("hello")))
 	badSum := append([]byte(nil), good...)
-	badSum[8]-- // TTL changed, checksum not
+	badSum[8]--                                                // TTL changed, checksum not
 	padded := append(append([]byte(nil), good...), 0, 0, 0, 0) // Ethernet padding
 	cases := []struct {
 		name string
@@ -158,7 +158,7 @@ func FuzzParseIPv4(f *testing.F) {
 func TestV3MaxResp(t *testing.T) {
 	for code, want := range map[byte]time.Duration{
 		0: 0, 100: 10 * time.Second, 127: 12700 * time.Millisecond,
-		128: 12800 * time.Millisecond, // mant 0, exp 0: 16 << 3 tenths
+		128:  12800 * time.Millisecond, // mant 0, exp 0: 16 << 3 tenths
 		0xff: 3174400 * time.Millisecond,
 	} {
 		if got := v3MaxResp(code); got != want {
