@@ -408,6 +408,11 @@ func TestPBXServe(t *testing.T) {
 	events := amiEvents(t, a)
 	l.start("", pbxConf(a, `refresh = "0s"`))
 	l.waitLog(t, map[string]string{"msg": "pbx snapshot", "why": "login", "phones": "2"})
+	// An Asterisk runs here, without SIP: auto asks it over AMI
+	// (ModuleCheck) and then binds the group's port.
+	if m := l.waitLog(t, map[string]string{"msg": "sip mode", "mode": "bind"}); !strings.Contains(m["why"], "the PBX says it has no SIP stack") {
+		t.Errorf("sip mode chosen because %q", m["why"])
+	}
 
 	t.Run("in the snapshot", func(t *testing.T) {
 		r := l.simulate(t, "-vendor", "htek", "-mac", "001fc1000001")

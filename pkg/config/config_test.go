@@ -70,6 +70,9 @@ func TestParseBad(t *testing.T) {
 		{"ipv6 allow", "[sip]\nallow = [\"fe80::/10\"]\n", "sip.allow"},
 		{"bad allow", "[sip]\nallow = [\"192.168.0.0/33\"]\n", "sip.allow"},
 		{"bad port", "[sip]\nport = 70000\n", "sip.port"},
+		{"bad mode", "[sip]\nmode = \"multicast\"\n", `line 2: sip.mode: "multicast" is not a mode (want auto, bind, raw, packet)`},
+		{"packet mode on 5060", "[sip]\nmode = \"packet\"\nport = 5060\n", "sip.port: 5060 is the group's port"},
+		{"raw mode on 5060", "[sip]\nmode = \"raw\"\nport = 5060\n", "sip.port: 5060 is the group's port"},
 		{"wrong type", "[sip]\ninterfaces = \"eth0\"\n", "line 2"},
 		{"syntax", "[sip\n", "line "},
 		{"bad mac", "[[resolve.rule]]\nmac = \"00:1f:c1\"\nurl = \"http://x/\"\n", "resolve.rule[1].mac"},
@@ -135,6 +138,28 @@ func TestAMI(t *testing.T) {
 	}
 	if c, err := Parse([]byte("[sip]\n")); err != nil || c.AMI.Enabled {
 		t.Errorf("no [ami] section: got %+v, %v; want AMI off", c.AMI, err)
+	}
+}
+
+func TestMode(t *testing.T) {
+	for text, want := range map[string]string{
+		"":                           "auto",
+		"[sip]\nmode = \"bind\"\n":   "bind",
+		"[sip]\nmode = \"raw\"\n":    "raw",
+		"[sip]\nmode = \"packet\"\n": "packet",
+		"[sip]\nmode = \"auto\"\n":   "auto",
+		// bind on 5060 is allowed: the group's port is bind mode's own.
+		"[sip]\nmode = \"bind\"\nport = 5060\n": "bind",
+	} {
+		c, err := Parse([]byte(text))
+		if err != nil {
+			t.Errorf("Parse(%q): %v", text, err)
+		} else if c.SIP.Mode != want {
+			t.Errorf("Parse(%q): mode %q, want %q", text, c.SIP.Mode, want)
+		}
+	}
+	if Default().SIP.Mode != "auto" {
+		t.Errorf("Default() mode %q", Default().SIP.Mode)
 	}
 }
 
