@@ -6,11 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pnpd/pnpd/ami"
 	"github.com/pnpd/pnpd/pkg/config"
@@ -72,16 +77,22 @@ func doctorCmd(args []string, stdout, stderr io.Writer) (int, error) {
 			d.warn("config", w, "")
 		}
 	}
+	var pbxSIP *bool
+	var chosen []netio.Candidate
 	if cfg != nil {
 		if cfg.AMI.Enabled {
-			d.checkAMI(cfg.AMI)
+			pbxSIP = d.checkAMI(cfg.AMI)
 		} else {
 			d.warn("ami", "no [ami] section: URLs come from the file only",
 				"add [ami] with the manager.conf user of examples/manager.conf to take decisions from the PBX database")
 		}
-		d.checkNetwork(cfg)
+		chosen = d.checkNetwork(cfg)
 	}
-	d.checkPort5060()
+	beside := cfg
+	if beside == nil {
+		beside = config.Default()
+	}
+	d.checkBeside(beside, chosen, pbxSIP, "/")
 	fmt.Fprintf(stdout, "\n%d failure(s), %d warning(s)\n", d.fails, d.warns)
 	if d.fails > 0 {
 		return 1, nil
@@ -89,8 +100,9 @@ func doctorCmd(args []string, stdout, stderr io.Writer) (int, error) {
 	return 0, nil
 }
 
-// checkAMI logs in and tries every action pnpd needs.
-func (d *doctor) checkAMI(c config.AMI) {
+// checkAMI logs in and tries every action pnpd needs. It returns whether
+// the PBX has a SIP stack loaded, or nil when it could not tell.
+func (d *doctor) checkAMI(c config.AMI) (pbxSIP *bool) {
 	log, _ := newLogger(io.Discard, "error")
 	link := startAMI(c, log)
 	defer link.Close()
@@ -100,10 +112,11 @@ func (d *doctor) checkAMI(c config.AMI) {
 		d.fail("ami login", err.Error(), fmt.Sprintf("check that Asterisk runs and manager.conf has [general] enabled=yes and bindaddr/port matching %s, "+
 			"and a user [%s] whose secret matches and whose permit= covers this host (see examples/manager.conf); then \"asterisk -rx 'manager reload'\"",
 			c.Address, c.Username))
-		return
+		return nil
 	}
 	d.ok("ami login", "%s@%s", c.Username, c.Address)
 	a := link.c
+	pbxSIP = d.checkPBXSIP(ctx, a, c)
 	perm := func(what, action, class string, err error) bool {
 		var ae *ami.Error
 		switch {
@@ -171,6 +184,30 @@ func (d *doctor) checkAMI(c config.AMI) {
 			d.warn("cleanup", fmt.Sprintf("DBDel %s/%s: %v", c.Family, probe, err), fmt.Sprintf("asterisk -rx 'database del %s %s'", c.Family, probe))
 		}
 	}
+	return pbxSIP
+}
+
+// checkPBXSIP asks the PBX whether it has a SIP stack loaded, as serve's
+// mode "auto" does (pbx.SIPLoaded: AMI ModuleCheck, which answers Success
+// for a loaded module and "Module not loaded" otherwise, and needs write
+// class system).
+func (d *doctor) checkPBXSIP(ctx context.Context, a *ami.Client, c config.AMI) *bool {
+	loaded, err := pbx.SIPLoaded(ctx, a)
+	var ae *ami.Error
+	switch {
+	case err == nil && loaded:
+		d.ok("pbx sip", "ModuleCheck: a SIP stack (res_pjsip.so or chan_sip.so) is loaded")
+	case err == nil:
+		d.ok("pbx sip", "ModuleCheck: neither res_pjsip.so nor chan_sip.so is loaded: the PBX has no SIP stack")
+	case errors.As(err, &ae) && strings.Contains(strings.ToLower(ae.Message), "permission"):
+		d.warn("pbx sip", err.Error()+": mode \"auto\" cannot ask whether the PBX has a SIP stack, and assumes it has one when Asterisk runs here",
+			fmt.Sprintf("give the user [%s] write = system in manager.conf", c.Username))
+		return nil
+	default:
+		d.warn("pbx sip", err.Error()+": mode \"auto\" cannot ask whether the PBX has a SIP stack", "")
+		return nil
+	}
+	return &loaded
 }
 
 // checkLookup evaluates the lookup for a made-up phone. An empty answer is
@@ -205,17 +242,18 @@ func (d *doctor) checkLookup(ctx context.Context, a *ami.Client, c config.AMI, p
 		"set live_dangerously = yes in the [options] of asterisk.conf (func_odbc functions are privileged), then restart Asterisk")
 }
 
-// checkNetwork checks the interfaces, the multicast route and the join.
-func (d *doctor) checkNetwork(cfg *config.Config) {
+// checkNetwork checks the interfaces and the multicast route, and returns
+// the interfaces serve would take (nil when none).
+func (d *doctor) checkNetwork(cfg *config.Config) []netio.Candidate {
 	chosen, skipped, err := netio.Choose(cfg.SIP.Interfaces)
 	if err != nil {
 		d.fail("interfaces", err.Error(), "name interfaces that are up, multicast-capable and have an IPv4 address in [sip] interfaces")
-		return
+		return nil
 	}
 	if len(chosen) == 0 {
 		d.fail("interfaces", "none is up, multicast-capable and has an IPv4 address ("+strings.Join(skipped, "; ")+")",
 			"bring the phones' interface up with an IPv4 address, or name it in [sip] interfaces")
-		return
+		return nil
 	}
 	var names []string
 	for _, c := range chosen {
@@ -228,13 +266,7 @@ func (d *doctor) checkNetwork(cfg *config.Config) {
 	} else {
 		d.ok("multicast route", "present")
 	}
-	l, err := netio.Listen(netio.Config{Group: cfg.SIP.Group, Interfaces: chosen, Port: cfg.SIP.Port})
-	if err != nil {
-		d.fail("group join", err.Error(), "see who holds UDP "+strconv.Itoa(int(cfg.SIP.Group.Port()))+" below; pnpd must be able to bind the group address")
-		return
-	}
-	l.Close()
-	d.ok("group join", "%s joined on %d interface(s)", cfg.SIP.Group, len(chosen))
+	return chosen
 }
 
 // multicastRoute reports whether the main table has a route that covers
@@ -266,88 +298,600 @@ func multicastRoute() bool {
 	return false
 }
 
-// checkPort5060 names who holds UDP port 5060 on this host.
-func (d *doctor) checkPort5060() {
-	holders := udpHolders(5060)
-	if len(holders) == 0 {
-		d.ok("udp 5060", "nobody holds it")
-		return
+// checkBeside recognises the set-up beside a PBX on this host: who holds
+// the group's port, the mode [sip] mode gives here, whether what serve
+// would open in that mode opens, whether the PBX would see the phones'
+// SUBSCRIBEs, and whether its answers to them would feed fail2ban. chosen
+// is nil when the interfaces failed; pbxSIP is what the PBX said over AMI.
+// root is "/" but in tests.
+func (d *doctor) checkBeside(cfg *config.Config, chosen []netio.Candidate, pbxSIP *bool, root string) {
+	port := int(cfg.SIP.Group.Port())
+	holders := d.checkHolders(port, root)
+	h := netio.Host{Port: port, Holders: holders, Asterisk: netio.AsteriskHere(), PBXSIP: pbxSIP, CapNetRaw: netio.HasCapNetRaw()}
+	mode, usable := d.checkMode(cfg.SIP.Mode, h)
+	// Read the memberships before the receive check joins anything.
+	joined, err := igmpJoined(root, cfg.SIP.Group.Addr())
+	if err != nil {
+		d.warn("group members", err.Error(), "")
 	}
-	for _, h := range holders {
-		msg := fmt.Sprintf("%s holds %s", h.proc, h.local)
-		if strings.HasPrefix(h.local, "0.0.0.0:") && strings.Contains(h.proc, "asterisk") {
-			d.warn("udp 5060", msg+": Asterisk's SIP transport on the wildcard address also receives the phones' multicast SUBSCRIBEs once anything on this host joins the group, and answers them 401",
-				"bind the PJSIP transport to a unicast address (pjsip.conf [transport-udp] bind=ADDR:5060), so pnpd can take the group address beside it")
-			continue
-		}
-		d.ok("udp 5060", "%s", msg)
+	if usable && chosen != nil {
+		mode = d.checkReceive(cfg, chosen, mode, cfg.SIP.Mode == string(netio.ModeAuto))
 	}
+	sees := d.checkPBXSees(cfg.SIP.Group, holders, mode, joined)
+	d.checkFail2ban(root, sees, phoneSubnets(cfg, chosen))
 }
 
-type holder struct{ local, proc string }
-
-// udpHolders lists the sockets bound to UDP port on IPv4, with the process
-// that holds each (when /proc tells).
-func udpHolders(port int) []holder {
-	f, err := os.Open("/proc/net/udp")
+// checkHolders names who holds UDP port, IPv4 and IPv6, and returns them.
+func (d *doctor) checkHolders(port int, root string) []netio.Holder {
+	what := fmt.Sprintf("udp %d", port)
+	holders, err := netio.PortHolders(port)
 	if err != nil {
+		d.warn(what, "cannot tell who holds it: "+err.Error(), "")
 		return nil
 	}
-	defer f.Close()
-	inodes := map[string]string{} // inode -> local address
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 10 || fs[0] == "sl" {
-			continue
-		}
-		addr, p, ok := strings.Cut(fs[1], ":")
-		if !ok {
-			continue
-		}
-		pn, err := strconv.ParseUint(p, 16, 16)
-		if err != nil || int(pn) != port {
-			continue
-		}
-		a, err := strconv.ParseUint(addr, 16, 32)
-		if err != nil {
-			continue
-		}
-		local := fmt.Sprintf("%d.%d.%d.%d:%d", a&0xff, a>>8&0xff, a>>16&0xff, a>>24, pn)
-		inodes[fs[9]] = local
+	if len(holders) == 0 {
+		d.ok(what, "nobody holds it (IPv4 or IPv6)")
+		return nil
 	}
-	var out []holder
-	procs := socketOwners(inodes)
-	for ino, local := range inodes {
-		p := procs[ino]
-		if p == "" {
-			p = "a process (unknown: run as root to see which)"
+	for i := range holders {
+		holders[i].Process = holderProcess(root, holders[i].Process)
+	}
+	slices.SortFunc(holders, func(a, b netio.Holder) int { return a.Local.Compare(b.Local) })
+	for _, x := range holders {
+		var kind string
+		switch {
+		case x.Wildcard() && x.Local.Addr().Is4():
+			kind = "IPv4 wildcard: the port on every address, the group's included"
+		case x.Wildcard():
+			kind = "IPv6 wildcard: unless the socket is IPv6-only, the port on every IPv4 address too, the group's included"
+		case x.Local.Addr().Is4():
+			kind = "IPv4 unicast: the group address can be bound beside it"
+		default:
+			kind = "IPv6 unicast: no bearing on the IPv4 group"
 		}
-		out = append(out, holder{local, p})
+		d.ok(what, "%s holds %s (%s)", x.Owner(), x.Local, kind)
+	}
+	return holders
+}
+
+// holderProcess names the process of p ("name (pid N)", from
+// netio.PortHolders) as an operator knows it: a program started through
+// its dynamic loader shows as the loader ("ld-linux-x86-64") and is named
+// after the program the loader runs, read from /proc/PID/cmdline.
+func holderProcess(root, p string) string {
+	name, rest, ok := strings.Cut(p, " (pid ")
+	pid := strings.TrimSuffix(rest, ")")
+	if !ok || !strings.HasPrefix(name, "ld-") || pid == "" || strings.ContainsAny(pid, "/.") {
+		return p
+	}
+	b, err := os.ReadFile(filepath.Join(root, "proc", pid, "cmdline"))
+	if err != nil {
+		return p
+	}
+	if prog := loadedProgram(b); prog != "" {
+		return prog + " (pid " + pid + ")"
+	}
+	return p
+}
+
+// ldValueOptions are the options of the dynamic loader (ld.so) that take
+// a value.
+var ldValueOptions = map[string]bool{
+	"--library-path": true, "--inhibit-rpath": true, "--audit": true, "--preload": true,
+	"--argv0": true, "--glibc-hwcaps-prepend": true, "--glibc-hwcaps-mask": true,
+}
+
+// loadedProgram returns the base name of the program that a dynamic
+// loader's command line (NUL-separated, as in /proc/PID/cmdline) runs, or
+// "" when it names none.
+func loadedProgram(cmdline []byte) string {
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	for i := 1; i < len(args); i++ {
+		switch a := args[i]; {
+		case ldValueOptions[a]:
+			i++
+		case a == "" || strings.HasPrefix(a, "-"):
+		default:
+			return filepath.Base(a)
+		}
+	}
+	return ""
+}
+
+// capNetRawFix says how pnpd serve gets CAP_NET_RAW.
+const capNetRawFix = "grant pnpd serve CAP_NET_RAW (examples/pnpd.service: CapabilityBoundingSet=CAP_NET_RAW and AmbientCapabilities=CAP_NET_RAW)"
+
+// unicastFix says how the PBX's transport leaves the group's port free.
+func unicastFix(port int) string {
+	return fmt.Sprintf("bind the PBX's SIP transport to a unicast address (pjsip.conf [transport-udp] bind=ADDR:%d, then restart Asterisk)", port)
+}
+
+// doctorOwnCaps is added to the fixes that depend on CAP_NET_RAW: doctor judges
+// by its own capabilities, which may not be serve's.
+const doctorOwnCaps = " (doctor judges by its own capabilities: run it as pnpd serve runs)"
+
+// checkMode says which mode [sip] mode gives on host h, and why. It
+// returns that mode ("" when there is none) and whether serve could open
+// it here.
+func (d *doctor) checkMode(name string, h netio.Host) (netio.Mode, bool) {
+	const what = "sip mode"
+	m, err := netio.ParseMode(name)
+	if err != nil {
+		d.fail(what, err.Error(), "set [sip] mode to auto, bind, raw or packet")
+		return "", false
+	}
+	var wild, uni []string
+	for _, x := range h.Holders {
+		if x.Wildcard() {
+			wild = append(wild, x.String())
+		} else if x.Local.Addr().Is4() {
+			uni = append(uni, x.String())
+		}
+	}
+	needsCap := ""
+	if h.CapNetRaw {
+		needsCap = "; pnpd serve needs CAP_NET_RAW for it (this doctor has it)"
+	}
+	switch m {
+	case netio.ModeAuto:
+		c, err := netio.ChooseMode(h)
+		if err != nil {
+			msg := strings.TrimPrefix(err.Error(), "netio: ")
+			fix := capNetRawFix + " for packet mode, or " + unicastFix(h.Port) + " so that bind mode is safe"
+			if i := strings.LastIndex(msg, ": grant "); i >= 0 {
+				msg, fix = msg[:i], msg[i+2:]
+			}
+			d.fail(what, "auto finds no safe mode: "+msg, fix+doctorOwnCaps)
+			return "", false
+		}
+		msg := fmt.Sprintf("auto picks %s: %s", c.Mode, c.Why)
+		if c.Better != "" {
+			msg += "; better: " + c.Better
+		}
+		if c.Mode != netio.ModeBind {
+			msg += needsCap
+		}
+		d.ok(what, "%s", msg)
+		return c.Mode, true
+	case netio.ModeBind:
+		switch {
+		case len(wild) > 0:
+			d.fail(what, fmt.Sprintf("bind, but %s holds UDP %d on every address: pnpd cannot bind the group address beside it, and had pnpd held the port first, the PBX's next start or reload could not bind its SIP transport",
+				strings.Join(wild, ", "), h.Port),
+				fmt.Sprintf("set [sip] mode = \"auto\" (or \"packet\") and %s, or %s", capNetRawFix, unicastFix(h.Port)))
+			return m, false
+		case len(uni) > 0:
+			d.ok(what, "bind: UDP %d is held on unicast addresses only (%s): the group address binds beside them", h.Port, strings.Join(uni, ", "))
+		case h.PBXSIP != nil && !*h.PBXSIP:
+			d.ok(what, "bind: nothing holds UDP %d and the PBX says it has no SIP stack loaded", h.Port)
+		case h.Asterisk:
+			d.warn(what, fmt.Sprintf("bind: nothing holds UDP %d now, but Asterisk runs here: while pnpd holds the port, a PJSIP transport on 0.0.0.0:%d cannot bind at Asterisk's next start or reload",
+				h.Port, h.Port),
+				fmt.Sprintf("%s, or set [sip] mode = \"auto\" and %s", unicastFix(h.Port), capNetRawFix))
+		default:
+			d.ok(what, "bind: nothing holds UDP %d and no Asterisk runs in this network namespace", h.Port)
+		}
+		return m, true
+	default: // raw, packet
+		if !h.CapNetRaw {
+			d.fail(what, fmt.Sprintf("%s needs CAP_NET_RAW, which this process lacks", m), capNetRawFix+doctorOwnCaps)
+			return m, false
+		}
+		if m == netio.ModeRaw {
+			d.ok(what, "raw: a filtered raw UDP socket; pnpd holds nothing on UDP %d, but joins the group, so a PBX on the wildcard address sees the SUBSCRIBEs too%s", h.Port, needsCap)
+		} else {
+			d.ok(what, "packet: the link layer; pnpd holds nothing on UDP %d and joins nothing, so the PBX never sees the SUBSCRIBEs%s", h.Port, needsCap)
+		}
+		return m, true
+	}
+}
+
+// checkReceive opens what serve would open in mode, and returns the mode
+// serve would end up in (auto falls back from packet to raw when packet
+// mode cannot work on an interface). Packet mode is tried without
+// netio.Listen, which would send IGMP reports, and a leave at the end that
+// could cut a running pnpd off from a snooping switch.
+func (d *doctor) checkReceive(cfg *config.Config, chosen []netio.Candidate, mode netio.Mode, auto bool) netio.Mode {
+	switch mode {
+	case netio.ModeBind:
+		l, err := netio.Listen(netio.Config{Mode: netio.ModeBind, Group: cfg.SIP.Group, Interfaces: chosen, Port: cfg.SIP.Port})
+		if err != nil {
+			d.fail("group join", err.Error(), "see who holds UDP "+strconv.Itoa(int(cfg.SIP.Group.Port()))+" above; pnpd must be able to bind the group address in bind mode")
+			return mode
+		}
+		l.Close()
+		d.ok("group join", "%s bound and joined on %d interface(s)", cfg.SIP.Group, len(chosen))
+	case netio.ModeRaw:
+		if err := probeSocket("ip4:udp"); err != nil {
+			d.fail("raw socket", err.Error(), socketFix(err))
+			return mode
+		}
+		d.ok("raw socket", "a raw UDP socket opens")
+	case netio.ModePacket:
+		var notEther []string
+		for _, c := range chosen {
+			ifi, err := net.InterfaceByIndex(c.Index)
+			if err != nil || len(ifi.HardwareAddr) != 6 {
+				notEther = append(notEther, c.Name)
+			}
+		}
+		if len(notEther) > 0 {
+			msg := fmt.Sprintf("packet mode needs Ethernet interfaces; %s is not", strings.Join(notEther, ", "))
+			if auto {
+				d.warn("packet sockets", msg+": auto falls back to raw mode, in which a PBX on the wildcard address sees the SUBSCRIBEs too",
+					"leave those interfaces out of [sip] interfaces, or "+unicastFix(int(cfg.SIP.Group.Port())))
+				return d.checkReceive(cfg, chosen, netio.ModeRaw, false)
+			}
+			d.fail("packet sockets", msg, "leave those interfaces out of [sip] interfaces, or set [sip] mode = \"raw\"")
+			return mode
+		}
+		for _, network := range []string{"packet", "ip4:igmp"} {
+			if err := probeSocket(network); err != nil {
+				d.fail("packet sockets", err.Error(), socketFix(err))
+				return mode
+			}
+		}
+		d.ok("packet sockets", "an AF_PACKET socket and a raw IGMP socket open; %d Ethernet interface(s)", len(chosen))
+	}
+	return mode
+}
+
+// probeSocket opens and closes one socket of a kind raw and packet mode
+// use: "ip4:udp" (raw UDP), "ip4:igmp" (raw IGMP, for the reports) or
+// "packet" (AF_PACKET; protocol 0, so it receives nothing).
+func probeSocket(network string) error {
+	var fd int
+	var err error
+	switch network {
+	case "packet":
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	case "ip4:igmp":
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_IGMP)
+	default:
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	}
+	if err != nil {
+		return fmt.Errorf("%s socket: %w", network, err)
+	}
+	unix.Close(fd)
+	return nil
+}
+
+// socketFix says what to change when probeSocket failed with err.
+func socketFix(err error) string {
+	switch {
+	case errors.Is(err, unix.EAFNOSUPPORT):
+		return "allow the address family: systemd RestrictAddressFamilies= must list AF_PACKET (packet mode) besides AF_INET, AF_NETLINK and AF_UNIX"
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return capNetRawFix
+	}
+	return ""
+}
+
+// checkPBXSees says whether a socket holding the group's port on every
+// address would receive the phones' SUBSCRIBEs: it does once anything on
+// the host has joined the group (joined lists where), as bind and raw mode
+// do. It returns whether it would.
+func (d *doctor) checkPBXSees(group netip.AddrPort, holders []netio.Holder, mode netio.Mode, joined []string) bool {
+	const what = "pbx sees SUBSCRIBEs"
+	var wild []string
+	for _, x := range holders {
+		if x.Wildcard() {
+			wild = append(wild, x.String())
+		}
+	}
+	if len(wild) == 0 {
+		d.ok(what, "no: nothing holds UDP %d on every address (a SIP transport bound to a unicast address never receives the group)", group.Port())
+		return false
+	}
+	var because []string
+	if len(joined) > 0 {
+		because = append(because, fmt.Sprintf("this host has joined %s on %s", group.Addr(), strings.Join(joined, ", ")))
+	}
+	if mode == netio.ModeBind || mode == netio.ModeRaw {
+		because = append(because, fmt.Sprintf("%s mode joins the group", mode))
+	}
+	if len(because) == 0 {
+		msg := fmt.Sprintf("no: %s holds UDP %d on every address, but nothing here has joined %s", strings.Join(wild, ", "), group.Port(), group.Addr())
+		if mode == netio.ModePacket {
+			msg += ", and packet mode receives the group without joining it"
+		}
+		d.ok(what, "%s", msg)
+		return false
+	}
+	d.warn(what, fmt.Sprintf("yes: %s holds UDP %d on every address and %s: it receives every phone's SUBSCRIBE too, and Asterisk answers each with 401 Unauthorized (logged as \"No matching endpoint found\") about 1.3 ms after it was sent",
+		strings.Join(wild, ", "), group.Port(), strings.Join(because, ", and ")),
+		fmt.Sprintf("set [sip] mode = \"packet\" (it joins nothing, so the PBX never sees the SUBSCRIBEs; needs CAP_NET_RAW), or %s", unicastFix(int(group.Port()))))
+	return true
+}
+
+// igmpJoined lists the interfaces on which this network namespace has
+// joined group, from root/proc/net/igmp.
+func igmpJoined(root string, group netip.Addr) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(root, "proc", "net", "igmp"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return parseProcIGMP(string(b), group), nil
+}
+
+// parseProcIGMP reads /proc/net/igmp: a line per interface ("2\teth0      :
+// 1      V3"), then a tab-indented line per group it has joined, the group
+// in hex as the kernel holds it in memory, little-endian on the machines
+// pnpd runs on (224.0.1.75 is "4B0100E0").
+func parseProcIGMP(text string, group netip.Addr) []string {
+	a := group.As4()
+	want := fmt.Sprintf("%02X%02X%02X%02X", a[3], a[2], a[1], a[0])
+	var out []string
+	dev := ""
+	for i, line := range strings.Split(text, "\n") {
+		if i == 0 || strings.TrimSpace(line) == "" {
+			continue
+		}
+		if line[0] != '\t' && line[0] != ' ' {
+			head, _, _ := strings.Cut(line, ":")
+			dev = ""
+			if fs := strings.Fields(head); len(fs) == 2 {
+				dev = fs[1]
+			}
+			continue
+		}
+		fs := strings.Fields(line)
+		if dev != "" && len(fs) > 0 && strings.EqualFold(fs[0], want) && !slices.Contains(out, dev) {
+			out = append(out, dev)
+		}
 	}
 	return out
 }
 
-// socketOwners maps socket inodes to "name (pid N)" by reading /proc/*/fd.
-func socketOwners(inodes map[string]string) map[string]string {
-	out := map[string]string{}
-	pids, _ := filepath.Glob("/proc/[0-9]*")
-	for _, dir := range pids {
-		fds, err := os.ReadDir(filepath.Join(dir, "fd"))
-		if err != nil {
-			continue
-		}
-		for _, fd := range fds {
-			target, err := os.Readlink(filepath.Join(dir, "fd", fd.Name()))
-			if err != nil || !strings.HasPrefix(target, "socket:[") {
-				continue
-			}
-			ino := strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")
-			if _, ok := inodes[ino]; ok {
-				comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
-				out[ino] = fmt.Sprintf("%s (pid %s)", strings.TrimSpace(string(comm)), filepath.Base(dir))
-			}
+// phoneSubnets are the phones' subnets: [sip] allow, else the subnets of
+// the chosen interfaces.
+func phoneSubnets(cfg *config.Config, chosen []netio.Candidate) []netip.Prefix {
+	if len(cfg.SIP.Allow) > 0 {
+		return cfg.SIP.Allow
+	}
+	var out []netip.Prefix
+	for _, c := range chosen {
+		if p := c.Prefix.Masked(); !slices.Contains(out, p) {
+			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// f2bJail is an enabled fail2ban jail that reads Asterisk's log.
+type f2bJail struct {
+	Name     string
+	File     string   // the file that enabled it, under root
+	IgnoreIP []string // its ignoreip entries (the jail's own, else [DEFAULT]'s)
+}
+
+// f2bState is what doctor knows of fail2ban on this host.
+type f2bState struct {
+	Installed bool      // /etc/fail2ban exists
+	Jails     []f2bJail // enabled Asterisk jails
+	Socket    string    // the server's socket when one exists: it runs
+}
+
+// f2bSockets are where the fail2ban server's socket lives while it runs.
+var f2bSockets = []string{"/run/fail2ban/fail2ban.sock", "/var/run/fail2ban/fail2ban.sock"}
+
+// readFail2ban reads root/etc/fail2ban's jail configuration in fail2ban's
+// order (jail.conf, jail.d/*.conf, jail.local, jail.d/*.local; a later
+// value wins) and looks for its socket.
+func readFail2ban(root string) (f2bState, error) {
+	var st f2bState
+	dir := filepath.Join(root, "etc", "fail2ban")
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return st, nil
+	}
+	st.Installed = true
+	for _, s := range f2bSockets {
+		if fi, err := os.Stat(filepath.Join(root, s)); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			st.Socket = s
+			break
+		}
+	}
+	confs, _ := filepath.Glob(filepath.Join(dir, "jail.d", "*.conf"))
+	locals, _ := filepath.Glob(filepath.Join(dir, "jail.d", "*.local"))
+	files := []string{filepath.Join(dir, "jail.conf")}
+	files = append(files, confs...)
+	files = append(files, filepath.Join(dir, "jail.local"))
+	files = append(files, locals...)
+	ini := iniFile{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return st, err
+		}
+		rel, _ := filepath.Rel(root, f)
+		ini.parse(string(b), "/"+rel)
+	}
+	names := make([]string, 0, len(ini))
+	for name := range ini {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	def := ini["DEFAULT"]
+	for _, name := range names {
+		sec := ini[name]
+		if name == "DEFAULT" || name == "INCLUDES" || !isAsteriskJail(name, sec["filter"].val) {
+			continue
+		}
+		enabled, ok := sec["enabled"]
+		if !ok {
+			enabled = def["enabled"]
+		}
+		if !iniBool(enabled.val) {
+			continue
+		}
+		ignore, ok := sec["ignoreip"]
+		if !ok {
+			ignore = def["ignoreip"]
+		}
+		st.Jails = append(st.Jails, f2bJail{Name: name, File: enabled.file,
+			IgnoreIP: strings.FieldsFunc(ignore.val, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })})
+	}
+	return st, nil
+}
+
+// isAsteriskJail reports whether a jail reads Asterisk's log: the stock
+// jails are [asterisk] (and, in older releases, [asterisk-tcp] and
+// [asterisk-udp]); another jail may name the filter.
+func isAsteriskJail(name, filter string) bool {
+	n := strings.ToLower(name)
+	if n == "asterisk" || strings.HasPrefix(n, "asterisk-") || strings.HasPrefix(n, "asterisk_") {
+		return true
+	}
+	f, _, _ := strings.Cut(strings.TrimSpace(filter), "[")
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(f)), "asterisk")
+}
+
+// iniFile holds the sections of fail2ban's configuration files, merged.
+type iniFile map[string]map[string]iniValue
+
+type iniValue struct{ val, file string }
+
+// parse adds one file: "[section]", "key = value" or "key: value", lines
+// that start with '#' or ';' are comments, as is the rest of a line after
+// " #" or " ;", and an indented line continues the value before it.
+func (ini iniFile) parse(text, file string) {
+	sec, key := "", ""
+	for _, line := range strings.Split(text, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if trimmed == "" || trimmed[0] == '#' || trimmed[0] == ';' {
+			continue
+		}
+		if (line[0] == ' ' || line[0] == '\t') && key != "" && sec != "" {
+			v := ini[sec][key]
+			v.val = strings.TrimSpace(v.val + " " + iniUncomment(trimmed))
+			ini[sec][key] = v
+			continue
+		}
+		if trimmed[0] == '[' && strings.HasSuffix(trimmed, "]") {
+			sec, key = strings.TrimSpace(trimmed[1:len(trimmed)-1]), ""
+			if ini[sec] == nil {
+				ini[sec] = map[string]iniValue{}
+			}
+			continue
+		}
+		i := strings.IndexAny(trimmed, "=:")
+		if i <= 0 || sec == "" {
+			key = ""
+			continue
+		}
+		key = strings.ToLower(strings.TrimSpace(trimmed[:i]))
+		ini[sec][key] = iniValue{val: iniUncomment(strings.TrimSpace(trimmed[i+1:])), file: file}
+	}
+}
+
+func iniUncomment(s string) string {
+	for _, c := range []string{" #", " ;", "\t#", "\t;"} {
+		if i := strings.Index(s, c); i >= 0 {
+			s = s[:i]
+		}
+	}
+	return strings.TrimSpace(s)
+}
+
+// iniBool is fail2ban's reading of a boolean.
+func iniBool(s string) bool {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "1", "yes", "true", "on":
+		return true
+	}
+	return false
+}
+
+// ignoreIPCovers reports whether ignoreip entries (addresses, CIDR prefixes;
+// host names are not resolved) cover every address of p.
+func ignoreIPCovers(entries []string, p netip.Prefix) bool {
+	for _, e := range entries {
+		q, err := netip.ParsePrefix(e)
+		if err != nil {
+			a, err := netip.ParseAddr(e)
+			if err != nil {
+				continue
+			}
+			q = netip.PrefixFrom(a, a.BitLen())
+		}
+		if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkFail2ban says whether fail2ban would ban phones for the PBX's 401s
+// (sees: the PBX receives the SUBSCRIBEs), and what to change.
+func (d *doctor) checkFail2ban(root string, sees bool, subnets []netip.Prefix) {
+	const what = "fail2ban"
+	st, err := readFail2ban(root)
+	if err != nil {
+		d.warn(what, err.Error(), "")
+		return
+	}
+	if !st.Installed {
+		d.ok(what, "not installed (no /etc/fail2ban)")
+		return
+	}
+	running := "installed, not running now (no " + strings.Join(f2bSockets, " or ") + ")"
+	if st.Socket != "" {
+		running = "running (" + st.Socket + ")"
+	}
+	if len(st.Jails) == 0 {
+		d.ok(what, "%s, no Asterisk jail enabled", running)
+		return
+	}
+	var names []string
+	for _, j := range st.Jails {
+		names = append(names, fmt.Sprintf("[%s] (enabled in %s)", j.Name, j.File))
+	}
+	if !sees {
+		d.ok(what, "%s, jail %s: the PBX does not see the phones' SUBSCRIBEs, so its log cannot feed it", running, strings.Join(names, ", "))
+		return
+	}
+	var exposed []f2bJail
+	var missing []string
+	for _, j := range st.Jails {
+		var m []string
+		for _, p := range subnets {
+			if !ignoreIPCovers(j.IgnoreIP, p) {
+				m = append(m, p.String())
+			}
+		}
+		if len(m) > 0 {
+			exposed = append(exposed, j)
+			for _, s := range m {
+				if !slices.Contains(missing, s) {
+					missing = append(missing, s)
+				}
+			}
+		}
+	}
+	if len(exposed) == 0 && len(subnets) > 0 {
+		d.ok(what, "%s, jail %s: the PBX answers the phones 401, but the jail's ignoreip covers their subnets", running, strings.Join(names, ", "))
+		return
+	}
+	if len(missing) == 0 {
+		missing = []string{"PHONE-SUBNETS"}
+	}
+	j := st.Jails[0]
+	if len(exposed) > 0 {
+		j = exposed[0]
+	}
+	ignore := j.IgnoreIP
+	if len(ignore) == 0 {
+		ignore = []string{"127.0.0.1/8", "::1"}
+	}
+	d.warn(what, fmt.Sprintf("%s, jail %s: it bans on Asterisk's \"No matching endpoint found\", which the PBX logs for its 401 to every phone's SUBSCRIBE, so phones that retry (Grandstream sends 5 SUBSCRIBEs) can be banned from the PBX",
+		running, strings.Join(names, ", ")),
+		fmt.Sprintf("set [sip] mode = \"packet\" (the PBX then never sees the SUBSCRIBEs), or exempt the phones in the jail: [%s] ignoreip = %s in /etc/fail2ban/jail.local, then fail2ban-client reload",
+			j.Name, strings.Join(append(slices.Clone(ignore), missing...), " ")))
 }
