@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/pnpd/pnpd/ami"
 	"github.com/pnpd/pnpd/pkg/config"
+	"github.com/pnpd/pnpd/pkg/fail2ban"
 	"github.com/pnpd/pnpd/pkg/netio"
 	"github.com/pnpd/pnpd/pkg/pbx"
 	"github.com/pnpd/pnpd/pkg/resolve"
@@ -116,7 +116,11 @@ func (d *doctor) checkAMI(c config.AMI) (pbxSIP *bool) {
 	}
 	d.ok("ami login", "%s@%s", c.Username, c.Address)
 	a := link.c
-	pbxSIP = d.checkPBXSIP(ctx, a, c)
+	if pbxOnThisHost(c.Address) {
+		pbxSIP = d.checkPBXSIP(ctx, a, c)
+	} else {
+		d.ok("pbx sip", "the PBX is on another host (%s): its SIP stack has no bearing on this host's UDP ports", c.Address)
+	}
 	perm := func(what, action, class string, err error) bool {
 		var ae *ami.Error
 		switch {
@@ -306,11 +310,11 @@ func multicastRoute() bool {
 // root is "/" but in tests.
 func (d *doctor) checkBeside(cfg *config.Config, chosen []netio.Candidate, pbxSIP *bool, root string) {
 	port := int(cfg.SIP.Group.Port())
-	holders := d.checkHolders(port, root)
+	holders := d.checkHolders(port)
 	h := netio.Host{Port: port, Holders: holders, Asterisk: netio.AsteriskHere(), PBXSIP: pbxSIP, CapNetRaw: netio.HasCapNetRaw()}
 	mode, usable := d.checkMode(cfg.SIP.Mode, h)
 	// Read the memberships before the receive check joins anything.
-	joined, err := igmpJoined(root, cfg.SIP.Group.Addr())
+	joined, err := netio.GroupJoined(cfg.SIP.Group.Addr())
 	if err != nil {
 		d.warn("group members", err.Error(), "")
 	}
@@ -322,7 +326,7 @@ func (d *doctor) checkBeside(cfg *config.Config, chosen []netio.Candidate, pbxSI
 }
 
 // checkHolders names who holds UDP port, IPv4 and IPv6, and returns them.
-func (d *doctor) checkHolders(port int, root string) []netio.Holder {
+func (d *doctor) checkHolders(port int) []netio.Holder {
 	what := fmt.Sprintf("udp %d", port)
 	holders, err := netio.PortHolders(port)
 	if err != nil {
@@ -332,9 +336,6 @@ func (d *doctor) checkHolders(port int, root string) []netio.Holder {
 	if len(holders) == 0 {
 		d.ok(what, "nobody holds it (IPv4 or IPv6)")
 		return nil
-	}
-	for i := range holders {
-		holders[i].Process = holderProcess(root, holders[i].Process)
 	}
 	slices.SortFunc(holders, func(a, b netio.Holder) int { return a.Local.Compare(b.Local) })
 	for _, x := range holders {
@@ -352,50 +353,6 @@ func (d *doctor) checkHolders(port int, root string) []netio.Holder {
 		d.ok(what, "%s holds %s (%s)", x.Owner(), x.Local, kind)
 	}
 	return holders
-}
-
-// holderProcess names the process of p ("name (pid N)", from
-// netio.PortHolders) as an operator knows it: a program started through
-// its dynamic loader shows as the loader ("ld-linux-x86-64") and is named
-// after the program the loader runs, read from /proc/PID/cmdline.
-func holderProcess(root, p string) string {
-	name, rest, ok := strings.Cut(p, " (pid ")
-	pid := strings.TrimSuffix(rest, ")")
-	if !ok || !strings.HasPrefix(name, "ld-") || pid == "" || strings.ContainsAny(pid, "/.") {
-		return p
-	}
-	b, err := os.ReadFile(filepath.Join(root, "proc", pid, "cmdline"))
-	if err != nil {
-		return p
-	}
-	if prog := loadedProgram(b); prog != "" {
-		return prog + " (pid " + pid + ")"
-	}
-	return p
-}
-
-// ldValueOptions are the options of the dynamic loader (ld.so) that take
-// a value.
-var ldValueOptions = map[string]bool{
-	"--library-path": true, "--inhibit-rpath": true, "--audit": true, "--preload": true,
-	"--argv0": true, "--glibc-hwcaps-prepend": true, "--glibc-hwcaps-mask": true,
-}
-
-// loadedProgram returns the base name of the program that a dynamic
-// loader's command line (NUL-separated, as in /proc/PID/cmdline) runs, or
-// "" when it names none.
-func loadedProgram(cmdline []byte) string {
-	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	for i := 1; i < len(args); i++ {
-		switch a := args[i]; {
-		case ldValueOptions[a]:
-			i++
-		case a == "" || strings.HasPrefix(a, "-"):
-		default:
-			return filepath.Base(a)
-		}
-	}
-	return ""
 }
 
 // capNetRawFix says how pnpd serve gets CAP_NET_RAW.
@@ -605,48 +562,6 @@ func (d *doctor) checkPBXSees(group netip.AddrPort, holders []netio.Holder, mode
 	return true
 }
 
-// igmpJoined lists the interfaces on which this network namespace has
-// joined group, from root/proc/net/igmp.
-func igmpJoined(root string, group netip.Addr) ([]string, error) {
-	b, err := os.ReadFile(filepath.Join(root, "proc", "net", "igmp"))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	return parseProcIGMP(string(b), group), nil
-}
-
-// parseProcIGMP reads /proc/net/igmp: a line per interface ("2\teth0      :
-// 1      V3"), then a tab-indented line per group it has joined, the group
-// in hex as the kernel holds it in memory, little-endian on the machines
-// pnpd runs on (224.0.1.75 is "4B0100E0").
-func parseProcIGMP(text string, group netip.Addr) []string {
-	a := group.As4()
-	want := fmt.Sprintf("%02X%02X%02X%02X", a[3], a[2], a[1], a[0])
-	var out []string
-	dev := ""
-	for i, line := range strings.Split(text, "\n") {
-		if i == 0 || strings.TrimSpace(line) == "" {
-			continue
-		}
-		if line[0] != '\t' && line[0] != ' ' {
-			head, _, _ := strings.Cut(line, ":")
-			dev = ""
-			if fs := strings.Fields(head); len(fs) == 2 {
-				dev = fs[1]
-			}
-			continue
-		}
-		fs := strings.Fields(line)
-		if dev != "" && len(fs) > 0 && strings.EqualFold(fs[0], want) && !slices.Contains(out, dev) {
-			out = append(out, dev)
-		}
-	}
-	return out
-}
-
 // phoneSubnets are the phones' subnets: [sip] allow, else the subnets of
 // the chosen interfaces.
 func phoneSubnets(cfg *config.Config, chosen []netio.Candidate) []netip.Prefix {
@@ -662,177 +577,11 @@ func phoneSubnets(cfg *config.Config, chosen []netio.Candidate) []netip.Prefix {
 	return out
 }
 
-// f2bJail is an enabled fail2ban jail that reads Asterisk's log.
-type f2bJail struct {
-	Name     string
-	File     string   // the file that enabled it, under root
-	IgnoreIP []string // its ignoreip entries (the jail's own, else [DEFAULT]'s)
-}
-
-// f2bState is what doctor knows of fail2ban on this host.
-type f2bState struct {
-	Installed bool      // /etc/fail2ban exists
-	Jails     []f2bJail // enabled Asterisk jails
-	Socket    string    // the server's socket when one exists: it runs
-}
-
-// f2bSockets are where the fail2ban server's socket lives while it runs.
-var f2bSockets = []string{"/run/fail2ban/fail2ban.sock", "/var/run/fail2ban/fail2ban.sock"}
-
-// readFail2ban reads root/etc/fail2ban's jail configuration in fail2ban's
-// order (jail.conf, jail.d/*.conf, jail.local, jail.d/*.local; a later
-// value wins) and looks for its socket.
-func readFail2ban(root string) (f2bState, error) {
-	var st f2bState
-	dir := filepath.Join(root, "etc", "fail2ban")
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return st, nil
-	}
-	st.Installed = true
-	for _, s := range f2bSockets {
-		if fi, err := os.Stat(filepath.Join(root, s)); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			st.Socket = s
-			break
-		}
-	}
-	confs, _ := filepath.Glob(filepath.Join(dir, "jail.d", "*.conf"))
-	locals, _ := filepath.Glob(filepath.Join(dir, "jail.d", "*.local"))
-	files := []string{filepath.Join(dir, "jail.conf")}
-	files = append(files, confs...)
-	files = append(files, filepath.Join(dir, "jail.local"))
-	files = append(files, locals...)
-	ini := iniFile{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return st, err
-		}
-		rel, _ := filepath.Rel(root, f)
-		ini.parse(string(b), "/"+rel)
-	}
-	names := make([]string, 0, len(ini))
-	for name := range ini {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	def := ini["DEFAULT"]
-	for _, name := range names {
-		sec := ini[name]
-		if name == "DEFAULT" || name == "INCLUDES" || !isAsteriskJail(name, sec["filter"].val) {
-			continue
-		}
-		enabled, ok := sec["enabled"]
-		if !ok {
-			enabled = def["enabled"]
-		}
-		if !iniBool(enabled.val) {
-			continue
-		}
-		ignore, ok := sec["ignoreip"]
-		if !ok {
-			ignore = def["ignoreip"]
-		}
-		st.Jails = append(st.Jails, f2bJail{Name: name, File: enabled.file,
-			IgnoreIP: strings.FieldsFunc(ignore.val, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })})
-	}
-	return st, nil
-}
-
-// isAsteriskJail reports whether a jail reads Asterisk's log: the stock
-// jails are [asterisk] (and, in older releases, [asterisk-tcp] and
-// [asterisk-udp]); another jail may name the filter.
-func isAsteriskJail(name, filter string) bool {
-	n := strings.ToLower(name)
-	if n == "asterisk" || strings.HasPrefix(n, "asterisk-") || strings.HasPrefix(n, "asterisk_") {
-		return true
-	}
-	f, _, _ := strings.Cut(strings.TrimSpace(filter), "[")
-	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(f)), "asterisk")
-}
-
-// iniFile holds the sections of fail2ban's configuration files, merged.
-type iniFile map[string]map[string]iniValue
-
-type iniValue struct{ val, file string }
-
-// parse adds one file: "[section]", "key = value" or "key: value", lines
-// that start with '#' or ';' are comments, as is the rest of a line after
-// " #" or " ;", and an indented line continues the value before it.
-func (ini iniFile) parse(text, file string) {
-	sec, key := "", ""
-	for _, line := range strings.Split(text, "\n") {
-		trimmed := strings.TrimSpace(line)
-		if trimmed == "" || trimmed[0] == '#' || trimmed[0] == ';' {
-			continue
-		}
-		if (line[0] == ' ' || line[0] == '\t') && key != "" && sec != "" {
-			v := ini[sec][key]
-			v.val = strings.TrimSpace(v.val + " " + iniUncomment(trimmed))
-			ini[sec][key] = v
-			continue
-		}
-		if trimmed[0] == '[' && strings.HasSuffix(trimmed, "]") {
-			sec, key = strings.TrimSpace(trimmed[1:len(trimmed)-1]), ""
-			if ini[sec] == nil {
-				ini[sec] = map[string]iniValue{}
-			}
-			continue
-		}
-		i := strings.IndexAny(trimmed, "=:")
-		if i <= 0 || sec == "" {
-			key = ""
-			continue
-		}
-		key = strings.ToLower(strings.TrimSpace(trimmed[:i]))
-		ini[sec][key] = iniValue{val: iniUncomment(strings.TrimSpace(trimmed[i+1:])), file: file}
-	}
-}
-
-func iniUncomment(s string) string {
-	for _, c := range []string{" #", " ;", "\t#", "\t;"} {
-		if i := strings.Index(s, c); i >= 0 {
-			s = s[:i]
-		}
-	}
-	return strings.TrimSpace(s)
-}
-
-// iniBool is fail2ban's reading of a boolean.
-func iniBool(s string) bool {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "1", "yes", "true", "on":
-		return true
-	}
-	return false
-}
-
-// ignoreIPCovers reports whether ignoreip entries (addresses, CIDR prefixes;
-// host names are not resolved) cover every address of p.
-func ignoreIPCovers(entries []string, p netip.Prefix) bool {
-	for _, e := range entries {
-		q, err := netip.ParsePrefix(e)
-		if err != nil {
-			a, err := netip.ParseAddr(e)
-			if err != nil {
-				continue
-			}
-			q = netip.PrefixFrom(a, a.BitLen())
-		}
-		if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
-			return true
-		}
-	}
-	return false
-}
-
 // checkFail2ban says whether fail2ban would ban phones for the PBX's 401s
 // (sees: the PBX receives the SUBSCRIBEs), and what to change.
 func (d *doctor) checkFail2ban(root string, sees bool, subnets []netip.Prefix) {
 	const what = "fail2ban"
-	st, err := readFail2ban(root)
+	st, err := fail2ban.Read(root)
 	if err != nil {
 		d.warn(what, err.Error(), "")
 		return
@@ -841,7 +590,7 @@ func (d *doctor) checkFail2ban(root string, sees bool, subnets []netip.Prefix) {
 		d.ok(what, "not installed (no /etc/fail2ban)")
 		return
 	}
-	running := "installed, not running now (no " + strings.Join(f2bSockets, " or ") + ")"
+	running := "installed, not running now (no " + strings.Join(fail2ban.Sockets, " or ") + ")"
 	if st.Socket != "" {
 		running = "running (" + st.Socket + ")"
 	}
@@ -857,12 +606,12 @@ func (d *doctor) checkFail2ban(root string, sees bool, subnets []netip.Prefix) {
 		d.ok(what, "%s, jail %s: the PBX does not see the phones' SUBSCRIBEs, so its log cannot feed it", running, strings.Join(names, ", "))
 		return
 	}
-	var exposed []f2bJail
+	var exposed []fail2ban.Jail
 	var missing []string
 	for _, j := range st.Jails {
 		var m []string
 		for _, p := range subnets {
-			if !ignoreIPCovers(j.IgnoreIP, p) {
+			if !j.Ignores(p) {
 				m = append(m, p.String())
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"time"
 
 	"github.com/pnpd/pnpd/ami"
@@ -77,6 +79,40 @@ func waitSnapshot(ctx context.Context, px *pbx.PBX, d time.Duration) bool {
 		return true
 	case <-t.C:
 	case <-ctx.Done():
+	}
+	return false
+}
+
+// pbxOnThisHost reports whether the AMI address names this host (a
+// loopback address, "localhost", or an address of one of its interfaces):
+// only then does the PBX's word on its SIP stack say anything about the
+// port pnpd would take.
+func pbxOnThisHost(address string) bool {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if mine, ok := netip.AddrFromSlice(n.IP); ok && mine.Unmap() == ip {
+				return true
+			}
+		}
 	}
 	return false
 }

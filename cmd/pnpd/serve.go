@@ -167,7 +167,7 @@ func listen(ctx context.Context, cfg *config.Config, chosen []netio.Candidate, l
 	lc := netio.Config{Group: cfg.SIP.Group, Interfaces: chosen, Port: cfg.SIP.Port, Logger: log}
 	choice := netio.Choice{Mode: netio.Mode(cfg.SIP.Mode), Why: "configured"}
 	if choice.Mode == netio.ModeAuto {
-		if link != nil && link.c.Status().State == ami.Connected {
+		if link != nil && pbxOnThisHost(cfg.AMI.Address) && link.c.Status().State == ami.Connected {
 			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			loaded, err := pbx.SIPLoaded(actx, link.c)
 			cancel()

@@ -3,10 +3,12 @@ package netio
 import (
 	"bufio"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -186,4 +188,48 @@ func HasCapNetRaw() bool {
 		}
 	}
 	return false
+}
+
+// GroupJoined lists the interfaces on which this network namespace has
+// joined group at the IP level (bind and raw mode do, and so may other
+// programs), from /proc/net/igmp. A PBX socket on the wildcard address
+// receives the group's datagrams once the host joined it.
+func GroupJoined(group netip.Addr) ([]string, error) {
+	b, err := os.ReadFile("/proc/net/igmp")
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("netio: %w", err)
+	}
+	return parseProcIGMP(string(b), group), nil
+}
+
+// parseProcIGMP reads /proc/net/igmp: a line per interface ("2\teth0      :
+// 1      V3"), then a tab-indented line per group it has joined, the group
+// in hex as the kernel holds it in memory, little-endian on the machines
+// pnpd runs on (224.0.1.75 is "4B0100E0").
+func parseProcIGMP(text string, group netip.Addr) []string {
+	a := group.As4()
+	want := fmt.Sprintf("%02X%02X%02X%02X", a[3], a[2], a[1], a[0])
+	var out []string
+	dev := ""
+	for i, line := range strings.Split(text, "\n") {
+		if i == 0 || strings.TrimSpace(line) == "" {
+			continue
+		}
+		if line[0] != '\t' && line[0] != ' ' {
+			head, _, _ := strings.Cut(line, ":")
+			dev = ""
+			if fs := strings.Fields(head); len(fs) == 2 {
+				dev = fs[1]
+			}
+			continue
+		}
+		fs := strings.Fields(line)
+		if dev != "" && len(fs) > 0 && strings.EqualFold(fs[0], want) && !slices.Contains(out, dev) {
+			out = append(out, dev)
+		}
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -119,5 +120,39 @@ func TestPortHolders(t *testing.T) {
 	}
 	if hs[0].Process != "" && !strings.Contains(hs[0].Process, "(pid ") {
 		t.Errorf("holder process %q", hs[0].Process)
+	}
+}
+
+func TestParseProcIGMP(t *testing.T) {
+	const head = "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n"
+	tests := []struct {
+		name, text string
+		want       []string
+	}{
+		{"empty", "", nil},
+		{"header only", head, nil},
+		{"all-hosts only", head +
+			"1\tlo        :     1      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n" +
+			"2\teth0      :     1      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n", nil},
+		{"joined on one", head +
+			"1\tlo        :     1      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n" +
+			"2\teth0      :     2      V3\n\t\t\t\t4B0100E0     1 0:00000000\t\t0\n\t\t\t\t010000E0     1 0:00000000\t\t0\n" +
+			"3\teth1      :     1      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n", []string{"eth0"}},
+		{"joined on two, lower case", head +
+			"2\teth0      :     2      V2\n\t\t\t\t4b0100e0     2 0:00000000\t\t1\n" +
+			"3\tbr-phones :     2      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n\t\t\t\t4B0100E0     1 0:00000000\t\t0\n", []string{"eth0", "br-phones"}},
+		{"long interface name", head +
+			"7\tpnpde2e-a1b2c3d:     1      V3\n\t\t\t\t4B0100E0     1 0:00000000\t\t0\n", []string{"pnpde2e-a1b2c3d"}},
+		{"big-endian spelling is another group", head +
+			"2\teth0      :     1      V3\n\t\t\t\tE000014B     1 0:00000000\t\t0\n", nil},
+		{"group line before any interface", head + "\t\t\t\t4B0100E0     1 0:00000000\t\t0\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := parseProcIGMP(tt.text, testGroup.Addr())
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("joined on %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
