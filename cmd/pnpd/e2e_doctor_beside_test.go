@@ -12,16 +12,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pnpd/pnpd/pkg/asterisk/asterisktest"
+	"github.com/pnpd/pnpd/pkg/config"
 )
 
 // docUnitFile is the example systemd unit.
@@ -341,54 +344,54 @@ func docWaitHeld(t *testing.T, pid int, addr string) {
 	}
 }
 
-// startSetpriv is lab.run for `pnpd serve` run through setpriv with priv:
-// it starts bin in the pbx namespace and waits for msg=ready; at cleanup
-// pnpd gets SIGTERM and must exit 0.
-func (l *lab) startSetpriv(priv []string, bin, cfg string, args ...string) {
-	t := l.t
+// unitLimits returns the prlimit command that gives pnpd serve the
+// unit's LimitRTPRIO, as systemd would, and the limit; nil when this
+// machine does not let the test raise the limit (root without
+// CAP_SYS_RESOURCE, as in some sandboxes).
+func unitLimits(t *testing.T) ([]string, int) {
 	t.Helper()
-	l.log = newSyncBuffer()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	argv := append(append(slices.Clone(priv), bin, "serve", "-log-level", "debug"), args...)
-	cmd := l.pbx.Command(ctx, "setpriv", argv...)
-	cmd.Stdout = l.log
-	cmd.Stderr = l.log
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		cancel()
+	v := docUnitDirectives(t, "LimitRTPRIO")
+	if len(v) != 1 {
+		t.Fatalf("examples/pnpd.service: LimitRTPRIO %q, want one value", v)
+	}
+	n, err := strconv.Atoi(v[0])
+	if err != nil || n < 1 || n > 99 {
+		t.Fatalf("examples/pnpd.service: LimitRTPRIO=%s is no SCHED_RR priority", v[0])
+	}
+	cmd := []string{"prlimit", "--rtprio=" + v[0]}
+	if out, err := exec.Command(cmd[0], append(cmd[1:], "true")...).CombinedOutput(); err != nil {
+		t.Logf("cannot give pnpd the unit's LimitRTPRIO here (%v: %s): its real-time priority is not checked", err, bytes.TrimSpace(out))
+		return nil, n
+	}
+	return cmd, n
+}
+
+// rrThreads returns the threads of pid that run at SCHED_RR, with their
+// priority (from /proc/PID/task/TID/stat: fields 40 and 41, rt_priority
+// and policy, counted after the command name).
+func rrThreads(t *testing.T, pid int) map[string]int {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
 		t.Fatal(err)
 	}
-	l.serve = cmd
-	l.exited = make(chan struct{})
-	go func() {
-		l.waitErr = cmd.Wait()
-		close(l.exited)
-	}()
-	t.Cleanup(func() {
-		defer cancel()
-		l.stop()
-		if t.Failed() {
-			t.Logf("config:\n%s", cfg)
-			t.Logf("setpriv %s\npnpd serve log:\n%s", strings.Join(argv, " "), l.log.String())
+	out := map[string]int{}
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // ended meanwhile
 		}
-	})
-	rctx, rcancel := context.WithTimeout(context.Background(), startTimeout)
-	defer rcancel()
-	go func() {
-		select {
-		case <-l.exited:
-			rcancel()
-		case <-rctx.Done():
+		_, rest, _ := strings.Cut(string(b), ") ")
+		fs := strings.Fields(rest) // fs[0] is field 3 (state)
+		if len(fs) < 39 {
+			t.Fatalf("short stat: %s", b)
 		}
-	}()
-	if _, err := l.log.waitLine(rctx, func(s string) bool { return logfmt(s)["msg"] == "ready" }); err != nil {
-		select {
-		case <-l.exited:
-			t.Fatalf("pnpd serve exited before msg=ready: %v", l.waitErr)
-		default:
-			t.Fatalf("pnpd serve logged no msg=ready within %s", startTimeout)
+		prio, _ := strconv.Atoi(fs[37])
+		if policy := fs[38]; policy == "2" { // SCHED_RR
+			out[task.Name()] = prio
 		}
 	}
+	return out
 }
 
 // docProcStatus returns the fields of /proc/PID/status.
@@ -440,7 +443,12 @@ func TestUnprivileged(t *testing.T) {
 				}
 				return
 			}
-			l.startSetpriv(priv, bin, cfg, "-config", path)
+			// prlimit sets the unit's LimitRTPRIO, then setpriv drops to
+			// nobody with the unit's capabilities and execs pnpd.
+			limits, rtprio := unitLimits(t)
+			l.prefix = append(append(limits, "setpriv"), priv...)
+			l.bin = bin
+			l.run(cfg, "-config", path)
 			st := docProcStatus(t, l.serve.Process.Pid)
 			if uid := strings.Fields(st["Uid"]); len(uid) == 0 || uid[0] != nobodyID || st["CapEff"] != "0000000000002000" || st["NoNewPrivs"] != "1" {
 				t.Fatalf("pnpd serve runs with Uid %q, CapEff %q, NoNewPrivs %q; want %s, CAP_NET_RAW alone (0000000000002000), 1",
@@ -448,6 +456,19 @@ func TestUnprivileged(t *testing.T) {
 			}
 			kv := l.waitLog(t, map[string]string{"msg": "sip mode", "mode": "packet"})
 			t.Logf("pnpd serve as nobody: sip mode=%s why=%q", kv["mode"], kv["why"])
+			// The one group reader (packet mode, one interface), and only
+			// it, runs at SCHED_RR with the unit's priority, which is
+			// also the default realtime_priority.
+			if rtprio != config.DefaultRealtimePriority {
+				t.Errorf("unit LimitRTPRIO=%d, default [sip] realtime_priority %d: they should agree", rtprio, config.DefaultRealtimePriority)
+			}
+			rr := rrThreads(t, l.serve.Process.Pid)
+			if limits != nil && (len(rr) != 1 || fmt.Sprint(slices.Collect(maps.Values(rr))) != fmt.Sprint([]int{rtprio})) {
+				t.Errorf("SCHED_RR threads %v, want one at priority %d", rr, rtprio)
+			}
+			if limits == nil && len(rr) != 0 {
+				t.Errorf("SCHED_RR threads %v without the limit", rr)
+			}
 			const mac = "001565000042"
 			r := l.simulate(t, "-vendor", "yealink", "-mac", mac)
 			if want := "http://prov.example/yealink/" + mac + "/"; r.code != 0 || r.url != want {

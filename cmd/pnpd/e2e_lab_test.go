@@ -252,6 +252,9 @@ type lab struct {
 	phoneIP netip.Addr
 	dir     string
 	log     *syncBuffer // serve's stderr and stdout
+	// prefix, when set, is the command pnpd serve runs under
+	// (prlimit ..., setpriv ...).
+	prefix  []string
 	serve   *exec.Cmd
 	exited  chan struct{}
 	waitErr error
@@ -315,7 +318,11 @@ func (l *lab) run(cfg string, args ...string) {
 	l.log = newSyncBuffer()
 	// The context is a backstop against a pnpd that ignores SIGTERM.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	cmd := l.pbx.Command(ctx, l.bin, append([]string{"serve", "-log-level", "debug"}, args...)...)
+	argv := append([]string{l.bin, "serve", "-log-level", "debug"}, args...)
+	if len(l.prefix) > 0 {
+		argv = append(append([]string(nil), l.prefix...), argv...)
+	}
+	cmd := l.pbx.Command(ctx, argv[0], argv[1:]...)
 	cmd.Stdout = l.log
 	cmd.Stderr = l.log
 	cmd.WaitDelay = 5 * time.Second

@@ -164,7 +164,7 @@ func listen(ctx context.Context, cfg *config.Config, chosen []netio.Candidate, l
 	if err != nil {
 		log.Warn("cannot tell who holds the group's port", "err", err)
 	}
-	lc := netio.Config{Group: cfg.SIP.Group, Interfaces: chosen, Port: cfg.SIP.Port, Logger: log}
+	lc := netio.Config{Group: cfg.SIP.Group, Interfaces: chosen, Port: cfg.SIP.Port, Logger: log, Priority: cfg.SIP.RealtimePriority}
 	choice := netio.Choice{Mode: netio.Mode(cfg.SIP.Mode), Why: "configured"}
 	if choice.Mode == netio.ModeAuto {
 		if link != nil && pbxOnThisHost(cfg.AMI.Address) && link.c.Status().State == ami.Connected {
@@ -195,7 +195,7 @@ func listen(ctx context.Context, cfg *config.Config, chosen []netio.Candidate, l
 		}
 		return nil, err
 	}
-	log.Info("sip mode", "mode", string(choice.Mode), "why", choice.Why, "better", choice.Better)
+	log.Info("sip mode", "mode", string(choice.Mode), "why", choice.Why, "better", choice.Better, "rt_priority", lc.Priority)
 	if choice.Mode != netio.ModePacket {
 		for _, h := range host.Holders {
 			if h.Wildcard() {

@@ -81,7 +81,16 @@ type SIP struct {
 	// Mode is how the group's datagrams are received: "auto" (default),
 	// "bind", "raw" or "packet"; see Modes.
 	Mode string
+	// RealtimePriority is the SCHED_RR priority of the threads that read
+	// the group and send the 200 (default DefaultRealtimePriority); 0
+	// keeps them at the normal policy.
+	RealtimePriority int
 }
+
+// DefaultRealtimePriority equals the SCHED_RR priority Debian runs Asterisk
+// at (asterisk -p), so that pnpd's 200 keeps its lead over Asterisk's 401
+// on a busy host without ever preempting Asterisk's own threads.
+const DefaultRealtimePriority = 10
 
 // Modes are the values of [sip] mode, the default first.
 var Modes = []string{"auto", "bind", "raw", "packet"}
@@ -151,6 +160,7 @@ type raw struct {
 		Allow      []string `toml:"allow"`
 		Port       *int     `toml:"port"`
 		Mode       *string  `toml:"mode"`
+		RTPrio     *int     `toml:"realtime_priority"`
 	} `toml:"sip"`
 	Resolve struct {
 		Default string    `toml:"default"`
@@ -194,7 +204,7 @@ func Parse(data []byte) (*Config, error) { return parse("", data) }
 
 // Default is the configuration used when there is no file: observe only.
 func Default() *Config {
-	return &Config{SIP: SIP{Group: DefaultGroup, Mode: Modes[0]}}
+	return &Config{SIP: SIP{Group: DefaultGroup, Mode: Modes[0], RealtimePriority: DefaultRealtimePriority}}
 }
 
 func parse(file string, data []byte) (*Config, error) {
@@ -283,6 +293,12 @@ func (v *validator) build(r *raw) *Config {
 			v.fail("sip.mode", "%q is not a mode (want %s)", *r.SIP.Mode, strings.Join(Modes, ", "))
 		}
 		cfg.SIP.Mode = *r.SIP.Mode
+	}
+	if r.SIP.RTPrio != nil {
+		if *r.SIP.RTPrio < 0 || *r.SIP.RTPrio > 99 {
+			v.fail("sip.realtime_priority", "%d: want 0 (normal policy) or a SCHED_RR priority from 1 to 99", *r.SIP.RTPrio)
+		}
+		cfg.SIP.RealtimePriority = *r.SIP.RTPrio
 	}
 	if (cfg.SIP.Mode == "raw" || cfg.SIP.Mode == "packet") && cfg.SIP.Port != 0 && cfg.SIP.Port == int(cfg.SIP.Group.Port()) {
 		v.fail("sip.port", "%d is the group's port: %s mode exists to leave it to the PBX; pick another port or 0", cfg.SIP.Port, cfg.SIP.Mode)

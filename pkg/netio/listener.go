@@ -7,13 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultRecvBuffer is the receive buffer asked for on every socket: a boot
@@ -23,12 +22,6 @@ const DefaultRecvBuffer = 4 << 20
 // maxDatagram is the largest UDP payload read.
 const maxDatagram = 65535
 
-// Linux socket options that package syscall does not name.
-const (
-	soRcvbufForce  = 33 // SO_RCVBUFFORCE: exceeds rmem_max with CAP_NET_ADMIN
-	ipMulticastAll = 49 // IP_MULTICAST_ALL
-)
-
 // Config says what to listen on. The zero value of each optional field
 // takes its documented default; Listen does not modify the Config.
 type Config struct {
@@ -37,7 +30,13 @@ type Config struct {
 	Interfaces []Candidate    // required: from Choose
 	Port       int            // unicast port on each interface; 0: kernel's choice
 	RecvBuffer int            // bytes; 0: DefaultRecvBuffer
-	Logger     *slog.Logger   // nil: discard
+	// Priority, when above 0, is the SCHED_RR priority of the threads that
+	// read the group and send the 200 (1 to 99; see recv.go). It needs
+	// CAP_SYS_NICE or an RLIMIT_RTPRIO of at least Priority; without
+	// either the threads keep the normal policy (a warning in raw mode,
+	// where it matters).
+	Priority int
+	Logger   *slog.Logger // nil: discard
 }
 
 // Datagram is one received datagram. Data is valid only during the
@@ -94,14 +93,15 @@ func (i *Iface) Send(b []byte, dst netip.AddrPort) error {
 // Listener holds the group socket (or, in packet mode, one packet socket
 // per interface) and the unicast sockets.
 type Listener struct {
-	mode   Mode
-	group  netip.AddrPort
-	gconn  *ipv4.PacketConn // bind: UDP on the group; raw: raw UDP
-	pconns []*packetConn    // packet
-	igmp   *igmpMember      // packet
-	ifaces []*Iface
-	byIdx  map[int]*Iface
-	log    *slog.Logger
+	mode    Mode
+	group   netip.AddrPort
+	sockets []groupSocket // bind and raw: one; packet: one per interface
+	igmp    *igmpMember   // packet
+	ifaces  []*Iface
+	// priority is the readers' SCHED_RR priority, 0 for none.
+	priority int
+	byIdx    map[int]*Iface
+	log      *slog.Logger
 
 	dropped atomic.Int64
 
@@ -142,7 +142,10 @@ func Listen(cfg Config) (_ *Listener, err error) {
 	if rcvbuf <= 0 {
 		rcvbuf = DefaultRecvBuffer
 	}
-	l := &Listener{mode: mode, group: cfg.Group, byIdx: map[int]*Iface{}, log: log}
+	if cfg.Priority < 0 || cfg.Priority > 99 {
+		return nil, fmt.Errorf("netio: priority %d: want 0 (none) or 1 to 99", cfg.Priority)
+	}
+	l := &Listener{mode: mode, group: cfg.Group, byIdx: map[int]*Iface{}, log: log, priority: cfg.Priority}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -176,33 +179,44 @@ func Listen(cfg Config) (_ *Listener, err error) {
 	return l, nil
 }
 
-// warnRecvBuffer says when the kernel granted less receive buffer than
-// asked: without CAP_NET_ADMIN it caps it at net.core.rmem_max.
-func (l *Listener) warnRecvBuffer(c any, asked int) {
-	if got := recvBuffer(c); got > 0 && got < asked {
+// groupSocket is a socket that receives the group: in packet mode bound
+// to one interface (ifc), else for all of them.
+type groupSocket struct {
+	r   *sockReader
+	ifc *Iface
+}
+
+func (l *Listener) addSocket(fd int, name string, ifc *Iface, rcvbuf int) error {
+	setRecvBufferFD(fd, rcvbuf)
+	if got := recvBufferFD(fd); got > 0 && got < rcvbuf {
+		// Without CAP_NET_ADMIN the kernel caps it at net.core.rmem_max.
 		l.log.Warn("receive buffer smaller than asked: a boot storm may overflow it",
-			"asked", asked, "granted", got, "hint", "raise net.core.rmem_max, or grant CAP_NET_ADMIN")
+			"socket", name, "asked", rcvbuf, "granted", got, "hint", "raise net.core.rmem_max, or grant CAP_NET_ADMIN")
 	}
+	r, err := newSockReader(fd, name, l.log)
+	if err != nil {
+		return err
+	}
+	r.priority, r.racing = l.priority, l.mode == ModeRaw
+	l.sockets = append(l.sockets, groupSocket{r: r, ifc: ifc})
+	return nil
 }
 
 // listenBind binds the group address and joins the group on every
 // interface.
 func (l *Listener) listenBind(rcvbuf int) error {
-	pc, err := bindGroup(l.group, rcvbuf)
+	fd, err := bindGroup(l.group)
 	if err != nil {
 		return err
 	}
-	l.warnRecvBuffer(pc, rcvbuf)
-	l.gconn = ipv4.NewPacketConn(pc)
-	if err := l.gconn.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
-		return fmt.Errorf("netio: IP_PKTINFO: %w", err)
-	}
 	for _, ifc := range l.ifaces {
-		if err := joinOn(l.gconn, ifc, l.group.Addr()); err != nil {
-			return err
+		mreq := &unix.IPMreqn{Multiaddr: l.group.Addr().As4(), Ifindex: int32(ifc.index)}
+		if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("netio: join %s on %s: %w", l.group.Addr(), ifc.name, err)
 		}
 	}
-	return nil
+	return l.addSocket(fd, "group "+l.group.String(), nil, rcvbuf)
 }
 
 // listenRaw opens a raw UDP socket whose kernel filter passes only the
@@ -213,20 +227,22 @@ func (l *Listener) listenRaw(rcvbuf int) error {
 	if err != nil {
 		return err
 	}
-	c, err := net.ListenPacket("ip4:udp", "0.0.0.0")
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
 	if err != nil {
 		return fmt.Errorf("netio: raw UDP socket (needs CAP_NET_RAW): %w", err)
 	}
-	l.gconn = ipv4.NewPacketConn(c)
-	if err := l.gconn.SetBPF(filter); err != nil {
-		return fmt.Errorf("netio: attach filter: %w", err)
+	if err := attachFilter(fd, filter); err != nil {
+		unix.Close(fd)
+		return err
 	}
-	if sc, ok := c.(syscall.Conn); ok {
-		setRecvBuffer(sc, rcvbuf)
-	}
-	l.warnRecvBuffer(c, rcvbuf)
-	if err := l.gconn.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
+	// What arrived before the filter was attached.
+	drain(fd)
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil {
+		unix.Close(fd)
 		return fmt.Errorf("netio: IP_PKTINFO: %w", err)
+	}
+	if err := l.addSocket(fd, "raw udp", nil, rcvbuf); err != nil {
+		return err
 	}
 	for _, ifc := range l.ifaces {
 		if err := joinOn(ipv4.NewPacketConn(ifc.conn), ifc, l.group.Addr()); err != nil {
@@ -236,17 +252,28 @@ func (l *Listener) listenRaw(rcvbuf int) error {
 	return nil
 }
 
+// drain reads and discards what a non-blocking socket holds.
+func drain(fd int) {
+	buf := make([]byte, maxDatagram)
+	for {
+		if _, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT); err != nil {
+			return
+		}
+	}
+}
+
 // listenPacket opens a packet socket per interface and starts the IGMP
 // membership: no socket joins the group, so the IP stack drops the group's
 // datagrams and no other program on the host sees them.
 func (l *Listener) listenPacket(rcvbuf int) error {
 	for _, ifc := range l.ifaces {
-		p, err := openPacket(ifc, l.group, rcvbuf)
+		fd, err := openPacket(ifc, l.group)
 		if err != nil {
 			return err
 		}
-		l.pconns = append(l.pconns, p)
-		l.warnRecvBuffer(p.f, rcvbuf)
+		if err := l.addSocket(fd, "packet "+ifc.name, ifc, rcvbuf); err != nil {
+			return err
+		}
 	}
 	m, err := newIGMP(l.group.Addr(), l.ifaces, l.log)
 	if err != nil {
@@ -269,61 +296,36 @@ func joinOn(c *ipv4.PacketConn, ifc *Iface, group netip.Addr) error {
 }
 
 // bindGroup opens a UDP socket bound to the group address itself (not
-// 0.0.0.0), so that it receives only datagrams sent to the group.
-func bindGroup(group netip.AddrPort, rcvbuf int) (net.PacketConn, error) {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC|syscall.SOCK_NONBLOCK, syscall.IPPROTO_UDP)
+// 0.0.0.0), so that it receives only datagrams sent to the group, with
+// IP_PKTINFO on.
+func bindGroup(group netip.AddrPort) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
-		return nil, fmt.Errorf("netio: socket: %w", err)
+		return -1, fmt.Errorf("netio: socket: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "pnpd-group")
-	defer f.Close() // FilePacketConn dups the descriptor
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
-		return nil, fmt.Errorf("netio: SO_REUSEADDR: %w", err)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("netio: SO_REUSEADDR: %w", err)
 	}
 	// Only the group this socket joins, not every group the host joined.
-	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_IP, ipMulticastAll, 0)
-	if syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, soRcvbufForce, rcvbuf) != nil {
-		_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0)
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("netio: IP_PKTINFO: %w", err)
 	}
-	sa := &syscall.SockaddrInet4{Port: int(group.Port()), Addr: group.Addr().As4()}
-	if err := syscall.Bind(fd, sa); err != nil {
-		return nil, fmt.Errorf("netio: bind %s: %w", group, err)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(group.Port()), Addr: group.Addr().As4()}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("netio: bind %s: %w", group, err)
 	}
-	pc, err := net.FilePacketConn(f)
-	if err != nil {
-		return nil, fmt.Errorf("netio: group socket: %w", err)
-	}
-	return pc, nil
+	return fd, nil
 }
 
-func setRecvBuffer(c syscall.Conn, n int) {
+func setRecvBuffer(c *net.UDPConn, n int) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return
 	}
-	_ = rc.Control(func(fd uintptr) {
-		if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, soRcvbufForce, n) != nil {
-			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, n)
-		}
-	})
-}
-
-// recvBuffer returns the receive buffer the kernel granted a socket (it
-// reports twice the usable size), or 0 when it cannot tell.
-func recvBuffer(c any) int {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return 0
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return 0
-	}
-	n := 0
-	_ = rc.Control(func(fd uintptr) {
-		n, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
-	})
-	return n / 2
+	_ = rc.Control(func(fd uintptr) { setRecvBufferFD(int(fd), n) })
 }
 
 // Interfaces returns the chosen interfaces in the order of the Config.
@@ -342,18 +344,12 @@ func (l *Listener) Mode() Mode { return l.mode }
 // or Close is called; then it closes the sockets and returns nil.
 func (l *Listener) Serve(ctx context.Context, h Handler) error {
 	var wg sync.WaitGroup
-	if l.gconn != nil {
+	for _, gs := range l.sockets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.readGroup(h)
-		}()
-	}
-	for _, p := range l.pconns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.readPacket(p, h)
+			buf, oob := make([]byte, maxDatagram), make([]byte, 128)
+			gs.r.serve(buf, oob, func(b, oob []byte, from unix.Sockaddr) { l.receive(h, gs, b, oob, from) })
 		}()
 	}
 	wg.Add(len(l.ifaces))
@@ -377,39 +373,65 @@ func (l *Listener) Serve(ctx context.Context, h Handler) error {
 	return nil
 }
 
-func (l *Listener) readGroup(h Handler) {
-	buf := make([]byte, maxDatagram)
-	for {
-		n, cm, src, err := l.gconn.ReadFrom(buf)
-		if err != nil {
-			if l.closed(err) {
-				return
-			}
-			l.log.Warn("group socket read", "err", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
+// receive checks one datagram from a group socket and hands it to h.
+func (l *Listener) receive(h Handler, gs groupSocket, b, oob []byte, from unix.Sockaddr) {
+	switch l.mode {
+	case ModeBind:
+		sa, ok := from.(*unix.SockaddrInet4)
+		if !ok {
+			l.drop("not IPv4", "")
+			return
 		}
-		ifc, why := l.accept(cm)
+		src := netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+		ifindex, dst, ok := pktinfo(oob)
+		ifc, why := l.accept(ifindex, netip.AddrFrom4(dst), ok)
 		if why != "" {
 			l.drop(why, src.String())
-			continue
+			return
 		}
-		switch a := src.(type) {
-		case *net.UDPAddr:
-			h.HandleDatagram(Datagram{Data: buf[:n], Src: a.AddrPort(), Group: true, Iface: ifc})
-		case *net.IPAddr: // raw: the payload is the whole UDP datagram
-			sport, dport, data, why := parseUDP(buf[:n])
-			if why == "" && dport != l.group.Port() {
-				why = "another port"
-			}
-			ip, ok := netip.AddrFromSlice(a.IP)
-			if why != "" || !ok {
-				l.drop(why, src.String())
-				continue
-			}
-			h.HandleDatagram(Datagram{Data: data, Src: netip.AddrPortFrom(ip.Unmap(), sport), Group: true, Iface: ifc})
+		h.HandleDatagram(Datagram{Data: b, Src: src, Group: true, Iface: ifc})
+	case ModeRaw:
+		// A raw IPv4 socket hands over the IP header too.
+		pk, why := parseIPv4(b)
+		if why != "" {
+			l.drop(why, "")
+			return
 		}
+		ifindex, _, ok := pktinfo(oob)
+		ifc, why := l.accept(ifindex, pk.dst, ok)
+		if why == "" && pk.proto != protoUDP {
+			why = "not UDP"
+		}
+		l.deliver(h, ifc, pk, why)
+	case ModePacket:
+		pk, why := parseIPv4(b)
+		switch {
+		case why != "":
+		case pk.proto == protoIGMP:
+			l.igmp.query(gs.ifc.index, pk.payload)
+			return
+		case pk.proto != protoUDP || pk.dst != l.group.Addr():
+			why = "not UDP to the group"
+		}
+		l.deliver(h, gs.ifc, pk, why)
 	}
+}
+
+// deliver hands a UDP datagram that passed the checks (why "") to h.
+func (l *Listener) deliver(h Handler, ifc *Iface, pk ipv4Packet, why string) {
+	if why != "" {
+		l.drop(why, pk.src.String())
+		return
+	}
+	sport, dport, data, why := parseUDP(pk.payload)
+	if why == "" && dport != l.group.Port() {
+		why = "another port"
+	}
+	if why != "" {
+		l.drop(why, pk.src.String())
+		return
+	}
+	h.HandleDatagram(Datagram{Data: data, Src: netip.AddrPortFrom(pk.src, sport), Group: true, Iface: ifc})
 }
 
 func (l *Listener) drop(why, src string) {
@@ -417,56 +439,19 @@ func (l *Listener) drop(why, src string) {
 	l.log.Debug("dropped", "reason", why, "src", src)
 }
 
-// readPacket reads one interface's packet socket: the group's datagrams go
-// to h, the IGMP queries to the membership.
-func (l *Listener) readPacket(p *packetConn, h Handler) {
-	buf := make([]byte, maxDatagram)
-	for {
-		n, err := p.read(buf)
-		if err != nil {
-			if l.closed(err) {
-				return
-			}
-			l.log.Warn("packet socket read", "iface", p.ifc.name, "err", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		pk, why := parseIPv4(buf[:n])
-		if why != "" {
-			l.drop(why, "")
-			continue
-		}
-		switch {
-		case pk.proto == protoIGMP:
-			l.igmp.query(p.ifc.index, pk.payload)
-		case pk.proto != protoUDP || pk.dst != l.group.Addr():
-			l.drop("not UDP to the group", pk.src.String())
-		default:
-			sport, dport, data, why := parseUDP(pk.payload)
-			if why == "" && dport != l.group.Port() {
-				why = "another port"
-			}
-			if why != "" {
-				l.drop(why, pk.src.String())
-				continue
-			}
-			h.HandleDatagram(Datagram{Data: data, Src: netip.AddrPortFrom(pk.src, sport), Group: true, Iface: p.ifc})
-		}
-	}
-}
-
-// accept checks where a group datagram arrived: on a chosen interface, sent
-// to the group. Linux hands a group's datagrams to a socket bound to it
-// whatever interface they came in on, once the host joined the group there.
-func (l *Listener) accept(cm *ipv4.ControlMessage) (*Iface, string) {
-	if cm == nil {
+// accept checks where a group datagram arrived (IP_PKTINFO, ok false when
+// there was none): on a chosen interface, sent to the group. Linux hands a
+// group's datagrams to a socket bound to it whatever interface they came
+// in on, once the host joined the group there.
+func (l *Listener) accept(ifindex int, dst netip.Addr, ok bool) (*Iface, string) {
+	if !ok {
 		return nil, "no packet info"
 	}
-	ifc, ok := l.byIdx[cm.IfIndex]
-	if !ok {
+	ifc, chosen := l.byIdx[ifindex]
+	if !chosen {
 		return nil, "interface not chosen"
 	}
-	if dst, ok := netip.AddrFromSlice(cm.Dst); !ok || dst.Unmap() != l.group.Addr() {
+	if dst != l.group.Addr() {
 		return nil, "not sent to the group"
 	}
 	return ifc, ""
@@ -505,11 +490,8 @@ func (l *Listener) Close() error {
 		if l.igmp != nil {
 			errs = append(errs, l.igmp.close()) // the leave goes out first
 		}
-		for _, p := range l.pconns {
-			errs = append(errs, p.close())
-		}
-		if l.gconn != nil {
-			errs = append(errs, l.gconn.Close())
+		for _, gs := range l.sockets {
+			errs = append(errs, gs.r.close())
 		}
 		for _, ifc := range l.ifaces {
 			errs = append(errs, ifc.conn.Close())
