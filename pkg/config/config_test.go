@@ -72,6 +72,8 @@ func TestParseBad(t *testing.T) {
 		{"bad port", "[sip]\nport = 70000\n", "sip.port"},
 		{"bad mode", "[sip]\nmode = \"multicast\"\n", `line 2: sip.mode: "multicast" is not a mode (want auto, bind, raw, packet)`},
 		{"packet mode on 5060", "[sip]\nmode = \"packet\"\nport = 5060\n", "sip.port: 5060 is the group's port"},
+		{"negative priority", "[sip]\nrealtime_priority = -1\n", "sip.realtime_priority: -1"},
+		{"priority too high", "[sip]\nrealtime_priority = 100\n", "sip.realtime_priority: 100"},
 		{"raw mode on 5060", "[sip]\nmode = \"raw\"\nport = 5060\n", "sip.port: 5060 is the group's port"},
 		{"wrong type", "[sip]\ninterfaces = \"eth0\"\n", "line 2"},
 		{"syntax", "[sip\n", "line "},
@@ -160,6 +162,11 @@ func TestMode(t *testing.T) {
 	}
 	if Default().SIP.Mode != "auto" {
 		t.Errorf("Default() mode %q", Default().SIP.Mode)
+	}
+	for text, want := range map[string]int{"": DefaultRealtimePriority, "[sip]\nrealtime_priority = 0\n": 0, "[sip]\nrealtime_priority = 50\n": 50} {
+		if c, err := Parse([]byte(text)); err != nil || c.SIP.RealtimePriority != want {
+			t.Errorf("Parse(%q): realtime_priority %v, %v; want %d", text, c, err, want)
+		}
 	}
 }
 
