@@ -73,8 +73,9 @@ func ProbeHost(port int) (Host, error) {
 type Choice struct {
 	Mode Mode
 	Why  string // what on the host decided it
-	// Better names what would allow a better mode, or "" when Mode is the
-	// best there is on this host.
+	// Better names the change that would allow a mode needing less (bind
+	// needs no capability and leaves IGMP to the kernel), or "" when Mode
+	// is already bind.
 	Better string
 }
 
@@ -107,7 +108,8 @@ func ChooseMode(h Host) (Choice, error) {
 		if !h.CapNetRaw {
 			return Choice{}, fmt.Errorf("%w: %s, and without CAP_NET_RAW pnpd cannot receive beside it: %s", ErrNoSafeMode, why, remedy(h.Port))
 		}
-		return Choice{Mode: ModePacket, Why: why + "; packet mode receives the group without joining it"}, nil
+		return Choice{Mode: ModePacket, Why: why + "; packet mode receives the group without joining it",
+			Better: fmt.Sprintf("bind the PBX's SIP transport to a unicast address (pjsip.conf [transport-udp] bind=ADDR:%d): then bind mode, which needs no capability", h.Port)}, nil
 	case len(uni) > 0:
 		return Choice{Mode: ModeBind, Why: fmt.Sprintf("UDP %d is held on unicast addresses only (%s): the group address binds beside them and they never see the group",
 			h.Port, strings.Join(uni, ", "))}, nil
@@ -125,5 +127,6 @@ func ChooseMode(h Host) (Choice, error) {
 		return Choice{}, fmt.Errorf("%w: %s, and without CAP_NET_RAW pnpd cannot receive without it: %s; or, if this PBX never uses UDP %d, set [sip] mode = \"bind\"",
 			ErrNoSafeMode, why, remedy(h.Port), h.Port)
 	}
-	return Choice{Mode: ModePacket, Why: why + "; packet mode takes nothing from it"}, nil
+	return Choice{Mode: ModePacket, Why: why + "; packet mode takes nothing from it",
+		Better: fmt.Sprintf("if this PBX never takes UDP %d on every address, [sip] mode = \"bind\", which needs no capability", h.Port)}, nil
 }

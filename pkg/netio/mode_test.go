@@ -46,6 +46,9 @@ func TestChooseMode(t *testing.T) {
 			if err != nil || got.Mode != c.want || got.Why == "" {
 				t.Fatalf("ChooseMode = %+v, %v; want %s with a reason", got, err, c.want)
 			}
+			if (got.Mode == ModeBind) != (got.Better == "") {
+				t.Errorf("Better = %q for %s", got.Better, got.Mode)
+			}
 		})
 	}
 }
