@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -292,3 +293,113 @@ func testOtherInterfaceDropped(t *testing.T, mode netio.Mode) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestPacketOnSnoopingBridge: a PBX host whose LAN interface is a Linux
+// bridge with IGMP snooping and a querier (a hypervisor host, say), with
+// another member of the group on the bridge. In packet mode the IP stack
+// never joins, so the host is a member only through pnpd's own IGMP
+// report: the bridge must list the host for the group (with the reports
+// disabled it does not), and the phone's SUBSCRIBE must reach pnpd
+// through the bridge.
+func TestPacketOnSnoopingBridge(t *testing.T) {
+	p := lab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	member, err := netns.New(ctx, netns.UniqueName(netns.DefaultPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { member.Close() })
+	id := itoa(os.Getpid() % 100000)
+	br, mA, mB := "pbr"+id, "pbm"+id+"a", "pbm"+id+"b"
+	run := func(ns *netns.NS, steps ...[]string) {
+		t.Helper()
+		for _, s := range steps {
+			if out, err := ns.IP(ctx, s...); err != nil {
+				t.Fatalf("ip %v: %v %s", s, err, out)
+			}
+		}
+	}
+	run(p.A,
+		[]string{"link", "add", br, "type", "bridge", "mcast_snooping", "1", "mcast_querier", "1", "mcast_router", "0"},
+		[]string{"addr", "del", p.AAddr.String(), "dev", p.AIf},
+		[]string{"link", "set", p.AIf, "master", br},
+		[]string{"addr", "add", p.AAddr.String(), "dev", br},
+		[]string{"link", "set", br, "up"},
+		[]string{"route", "replace", "224.0.0.0/4", "dev", br},
+		[]string{"link", "add", mA, "type", "veth", "peer", "name", mB, "netns", member.Name},
+		[]string{"link", "set", mA, "master", br},
+		[]string{"link", "set", mA, "up"},
+	)
+	run(member,
+		[]string{"addr", "add", "198.18.7.3/24", "dev", mB},
+		[]string{"link", "set", mB, "up"},
+		[]string{"route", "add", "224.0.0.0/4", "dev", mB},
+	)
+	// The other member joins: its report puts the group in the bridge's
+	// database for its port.
+	var joined *net.UDPConn
+	if err := member.Do(func() error {
+		ifi, err := net.InterfaceByName(mB)
+		if err != nil {
+			return err
+		}
+		joined, err = net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: net.IPv4(224, 0, 1, 75), Port: 5060})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer joined.Close()
+	mdb := func() string {
+		out, _ := p.A.Command(ctx, "bridge", "mdb", "show", "dev", br).CombinedOutput()
+		return string(out)
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s; bridge mdb:\n%s", what, mdb())
+			}
+		}
+	}
+	waitFor("the other member's join never reached the bridge", func() bool { return strings.Contains(mdb(), "port "+mA+" grp 224.0.1.75") })
+
+	var l *netio.Listener
+	if err := p.A.Do(func() error {
+		chosen, _, err := netio.Choose([]string{br})
+		if err != nil {
+			return err
+		}
+		l, err = netio.Listen(netio.Config{Mode: netio.ModePacket, Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	waitFor("pnpd's report did not make the host a member on the bridge", func() bool { return strings.Contains(mdb(), "port "+br+" grp 224.0.1.75") })
+	got := make(chan netio.Datagram, 16)
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	go l.Serve(sctx, netio.HandlerFunc(func(d netio.Datagram) {
+		d.Data = append([]byte(nil), d.Data...)
+		got <- d
+	}))
+	phone, err := p.B.ListenUDP("udp4", &net.UDPAddr{IP: p.BAddr.Addr().AsSlice()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+	ifi, err := p.B.InterfaceByName(p.BIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ipv4.NewPacketConn(phone).SetMulticastInterface(ifi); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := phone.WriteTo([]byte("through the bridge"), &net.UDPAddr{IP: net.IPv4(224, 0, 1, 75), Port: 5060}); err != nil {
+		t.Fatal(err)
+	}
+	if d := wait(t, got); string(d.Data) != "through the bridge" || d.Iface.Name() != br {
+		t.Errorf("got %q on %s", d.Data, d.Iface.Name())
+	}
+}
