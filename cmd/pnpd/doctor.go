@@ -311,7 +311,13 @@ func multicastRoute() bool {
 func (d *doctor) checkBeside(cfg *config.Config, chosen []netio.Candidate, pbxSIP *bool, root string) {
 	port := int(cfg.SIP.Group.Port())
 	holders := d.checkHolders(port)
-	h := netio.Host{Port: port, Holders: holders, Asterisk: netio.AsteriskHere(), PBXSIP: pbxSIP, CapNetRaw: netio.HasCapNetRaw()}
+	h, err := netio.ProbeHost(cfg.SIP.Group)
+	if err != nil {
+		d.warn("host", err.Error(), "let pnpd read /proc/self/net: without it auto never takes the group's port")
+	}
+	h.Holders = holders // sorted, as printed
+	h.PBXSIP = pbxSIP
+	h.PBXHere = cfg.AMI.Enabled && pbxOnThisHost(cfg.AMI.Address)
 	mode, usable := d.checkMode(cfg.SIP.Mode, h)
 	// Read the memberships before the receive check joins anything.
 	joined, err := netio.GroupJoined(cfg.SIP.Group.Addr())

@@ -93,19 +93,25 @@ func startBesideWith(t *testing.T, l *lab, mode, wantMode string, rtprio int) {
 	// Root has CAP_SYS_NICE: the one group reader (one interface) runs at
 	// the configured real-time priority, every other thread at the normal
 	// policy.
-	// The reader starts with Serve, which may be a moment after msg=ready.
-	want := fmt.Sprint([]int{rtprio})
-	if rtprio == 0 {
-		want = "[]"
+	if rtprio > 0 {
+		waitRRThreads(t, l, rtprio)
 	}
+}
+
+// waitRRThreads waits for the one group reader (one interface) to run at
+// SCHED_RR rtprio, every other thread of pnpd at the normal policy. The
+// reader starts with Serve, which may be a moment after msg=ready.
+func waitRRThreads(t *testing.T, l *lab, rtprio int) {
+	t.Helper()
+	want := fmt.Sprint([]int{rtprio})
 	for deadline := time.Now().Add(logTimeout); ; time.Sleep(20 * time.Millisecond) {
 		rr := rrThreads(t, l.serve.Process.Pid)
 		if fmt.Sprint(slices.Collect(maps.Values(rr))) == want {
-			break
+			return
 		}
 		if len(rr) > 1 || time.Now().After(deadline) {
-			t.Errorf("SCHED_RR threads %v, want %s", rr, want)
-			break
+			t.Errorf("SCHED_RR threads %v, want one at priority %d", rr, rtprio)
+			return
 		}
 	}
 }
@@ -671,6 +677,12 @@ func TestBesideRawOrdering(t *testing.T) {
 	}
 	if c.first200 < bsOrderingNeed {
 		t.Errorf("pnpd's 200 came first in %d of %d SUBSCRIBEs (twice), want at least %d", c.first200, c.runs, bsOrderingNeed)
+	}
+	if rtprio == 0 {
+		// The reader has answered the phones: it exists, at the normal policy.
+		if rr := rrThreads(t, l.serve.Process.Pid); len(rr) != 0 {
+			t.Errorf("realtime_priority = 0, but SCHED_RR threads %v", rr)
+		}
 	}
 	if c.bsNo401 == c.runs {
 		t.Errorf("no SUBSCRIBE got Asterisk's 401: in raw mode it sees the group, the race is not there\n%s", bsAsteriskLogTail(a))

@@ -159,15 +159,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 // listen opens the listener in the configured mode, choosing it when the
 // mode is auto; link, when not nil, lets auto ask the PBX.
 func listen(ctx context.Context, cfg *config.Config, chosen []netio.Candidate, link *amiLink, log *slog.Logger) (*netio.Listener, error) {
-	port := int(cfg.SIP.Group.Port())
-	host, err := netio.ProbeHost(port)
+	host, err := netio.ProbeHost(cfg.SIP.Group)
 	if err != nil {
-		log.Warn("cannot tell who holds the group's port", "err", err)
+		log.Warn("cannot tell who holds the group's port: auto will not take it", "err", err)
 	}
+	host.PBXHere = cfg.AMI.Enabled && pbxOnThisHost(cfg.AMI.Address)
 	lc := netio.Config{Group: cfg.SIP.Group, Interfaces: chosen, Port: cfg.SIP.Port, Logger: log, Priority: cfg.SIP.RealtimePriority}
 	choice := netio.Choice{Mode: netio.Mode(cfg.SIP.Mode), Why: "configured"}
 	if choice.Mode == netio.ModeAuto {
-		if link != nil && pbxOnThisHost(cfg.AMI.Address) && link.c.Status().State == ami.Connected {
+		if link != nil && host.PBXHere && link.c.Status().State == ami.Connected {
 			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			loaded, err := pbx.SIPLoaded(actx, link.c)
 			cancel()
@@ -185,13 +185,19 @@ func listen(ctx context.Context, cfg *config.Config, chosen []netio.Candidate, l
 	l, err := netio.Listen(lc)
 	if err != nil && cfg.SIP.Mode == string(netio.ModeAuto) && choice.Mode == netio.ModePacket && !errors.Is(err, os.ErrPermission) {
 		log.Warn("packet mode failed: trying raw mode", "err", err)
-		choice.Mode, choice.Better = netio.ModeRaw, "packet mode, which failed: "+err.Error()
+		choice = netio.Choice{Mode: netio.ModeRaw,
+			Why:    "packet mode failed (" + err.Error() + "), so raw mode, which holds nothing on the port but lets a PBX on the wildcard address see the SUBSCRIBEs; packet was chosen because " + choice.Why,
+			Better: "make packet mode work: " + err.Error()}
 		lc.Mode = choice.Mode
 		l, err = netio.Listen(lc)
 	}
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) && lc.Mode == netio.ModeBind {
-			return nil, fmt.Errorf("%w (held by: %s); set [sip] mode = \"auto\" or \"packet\" to receive beside it", err, holders(host.Holders))
+			hint := "set [sip] mode = \"auto\" or \"packet\" to receive beside it"
+			if cfg.SIP.Mode == string(netio.ModeAuto) {
+				hint = "it was taken after pnpd looked; start pnpd again, or set [sip] mode = \"packet\""
+			}
+			return nil, fmt.Errorf("%w (held by: %s); %s", err, holders(host.Holders), hint)
 		}
 		return nil, err
 	}

@@ -124,8 +124,10 @@ func (ini iniFile) parse(text, file string) {
 			ini[sec][key] = v
 			continue
 		}
-		if trimmed[0] == '[' && strings.HasSuffix(trimmed, "]") {
-			sec, key = strings.TrimSpace(trimmed[1:len(trimmed)-1]), ""
+		if end := strings.IndexByte(trimmed, ']'); trimmed[0] == '[' && end > 0 {
+			// As Python's configparser, which fail2ban uses: the name ends
+			// at the first ']', and what follows it (a comment) is ignored.
+			sec, key = strings.TrimSpace(trimmed[1:end]), ""
 			if ini[sec] == nil {
 				ini[sec] = map[string]iniValue{}
 			}

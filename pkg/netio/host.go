@@ -33,20 +33,24 @@ func (h Holder) Owner() string {
 	return h.Process
 }
 
-// IsAsterisk reports whether the holder is known to be Asterisk.
-func (h Holder) IsAsterisk() bool { return strings.HasPrefix(h.Process, "asterisk ") }
-
 func (h Holder) String() string { return h.Owner() + " on " + h.Local.String() }
 
+// procNet is this process's view of its network namespace's tables:
+// /proc/self/net stays readable where /proc/net is hidden (a systemd unit
+// with ProcSubset=pid).
+const procNet = "/proc/self/net/"
+
 // PortHolders lists the UDP sockets of this network namespace bound to
-// port, IPv4 and IPv6, read from /proc/net/udp and /proc/net/udp6, with the
-// process holding each when /proc/*/fd tells.
+// port, IPv4 and IPv6, read from /proc/self/net/udp and udp6, with the
+// process holding each when /proc/*/fd tells. A table it cannot read is an
+// error (udp6 may be missing: IPv6 off), never "nobody holds it".
 func PortHolders(port int) ([]Holder, error) {
 	inodes := map[string]netip.AddrPort{}
-	for _, name := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-		if err := readUDPTable(name, port, inodes); err != nil && !os.IsNotExist(err) {
-			return nil, err
-		}
+	if err := readUDPTable(procNet+"udp", port, inodes); err != nil {
+		return nil, fmt.Errorf("netio: who holds UDP %d: %w", port, err)
+	}
+	if err := readUDPTable(procNet+"udp6", port, inodes); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("netio: who holds UDP %d: %w", port, err)
 	}
 	if len(inodes) == 0 {
 		return nil, nil
@@ -131,6 +135,13 @@ func socketOwners(inodes map[string]netip.AddrPort) map[string]string {
 	return out
 }
 
+// ldValueOptions are the options of the dynamic loader (ld.so) that take a
+// value.
+var ldValueOptions = map[string]bool{
+	"--library-path": true, "--inhibit-rpath": true, "--audit": true, "--preload": true,
+	"--argv0": true, "--glibc-hwcaps-prepend": true, "--glibc-hwcaps-mask": true,
+}
+
 // processName is the name of the process at dir (/proc/PID): its comm,
 // unless it was started through the dynamic loader (ld-linux...), whose
 // name says nothing; then the base name of the program the loader ran.
@@ -144,7 +155,7 @@ func processName(dir string) string {
 	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
 	for i := 1; i < len(args); i++ {
 		switch a := args[i]; {
-		case a == "--library-path" || a == "--preload" || a == "--argv0" || a == "--audit":
+		case ldValueOptions[a]:
 			i++ // the option's value
 		case strings.HasPrefix(a, "-"):
 		default:
@@ -155,19 +166,19 @@ func processName(dir string) string {
 }
 
 // AsteriskHere reports whether an Asterisk runs in this network namespace:
-// its control socket (asterisk.ctl) is listed in /proc/net/unix, which
-// shows this namespace's sockets to any user.
-func AsteriskHere() bool {
-	b, err := os.ReadFile("/proc/net/unix")
+// its control socket (asterisk.ctl) is listed in /proc/self/net/unix,
+// which shows this namespace's sockets to any user.
+func AsteriskHere() (bool, error) {
+	b, err := os.ReadFile(procNet + "unix")
 	if err != nil {
-		return false
+		return false, fmt.Errorf("netio: is Asterisk running: %w", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasSuffix(line, "/asterisk.ctl") {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 // capNetRaw is CAP_NET_RAW's bit in the capability sets.
@@ -195,7 +206,7 @@ func HasCapNetRaw() bool {
 // programs), from /proc/net/igmp. A PBX socket on the wildcard address
 // receives the group's datagrams once the host joined it.
 func GroupJoined(group netip.Addr) ([]string, error) {
-	b, err := os.ReadFile("/proc/net/igmp")
+	b, err := os.ReadFile(procNet + "igmp")
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil

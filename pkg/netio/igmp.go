@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv4"
 )
 
@@ -85,6 +86,17 @@ func newIGMP(group netip.Addr, ifaces []*Iface, log *slog.Logger) (*igmpMember, 
 	}
 	// Our own reports must not come back to this host.
 	_ = rc.SetMulticastLoopback(false)
+	// The socket only sends: a raw IGMP socket would queue every IGMP
+	// message the host receives (the queries reach pnpd on the packet
+	// sockets).
+	dropAll, err := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
+	if err == nil {
+		err = rc.SetBPF(dropAll)
+	}
+	if err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("netio: IGMP socket filter: %w", err)
+	}
 	m := &igmpMember{group: group, conn: rc, log: log, ifaces: map[int]*igmpIface{}}
 	for _, i := range ifaces {
 		m.ifaces[i.index] = &igmpIface{index: i.index, name: i.name, addr: i.prefix.Addr()}

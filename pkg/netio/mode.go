@@ -3,6 +3,7 @@ package netio
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -48,25 +49,39 @@ var ErrNoSafeMode = errors.New("netio: no safe way to receive the group")
 
 // Host is what ChooseMode knows of the host pnpd runs on.
 type Host struct {
-	Port    int      // the group's port
+	Port    int // the group's port
+	Group   netip.Addr
 	Holders []Holder // sockets on Port in this network namespace
 	// Asterisk: an Asterisk runs in this network namespace.
 	Asterisk bool
+	// PBXHere: the configuration names a PBX on this host ([ami] on a
+	// loopback or local address), running or not.
+	PBXHere bool
 	// PBXSIP says whether the PBX has a SIP stack loaded, when the PBX
 	// told (over AMI); nil when unknown.
 	PBXSIP *bool
 	// CapNetRaw: this process may open raw and packet sockets.
 	CapNetRaw bool
+	// Unknown says what could not be read; ChooseMode then never holds
+	// the port.
+	Unknown error
 }
 
-// ProbeHost reads the host's state for port from /proc. PBXSIP is left
-// for the caller, who may ask the PBX.
-func ProbeHost(port int) (Host, error) {
-	holders, err := PortHolders(port)
-	if err != nil {
-		return Host{}, err
+// ProbeHost reads the host's state for group from /proc. What it cannot
+// read is in Host.Unknown (and returned). PBXHere and PBXSIP are left for
+// the caller, who knows the PBX.
+func ProbeHost(group netip.AddrPort) (Host, error) {
+	h := Host{Port: int(group.Port()), Group: group.Addr(), CapNetRaw: HasCapNetRaw()}
+	var errs []error
+	var err error
+	if h.Holders, err = PortHolders(h.Port); err != nil {
+		errs = append(errs, err)
 	}
-	return Host{Port: port, Holders: holders, Asterisk: AsteriskHere(), CapNetRaw: HasCapNetRaw()}, nil
+	if h.Asterisk, err = AsteriskHere(); err != nil {
+		errs = append(errs, err)
+	}
+	h.Unknown = errors.Join(errs...)
+	return h, h.Unknown
 }
 
 // Choice is ChooseMode's answer.
@@ -93,40 +108,54 @@ func remedy(port int) string {
 // datagrams from it. Raw mode is never chosen here: it is the fallback
 // when packet mode cannot open (see Listen's errors).
 func ChooseMode(h Host) (Choice, error) {
-	var wild, uni []string
+	var wild, uni, grp []string
 	for _, x := range h.Holders {
-		if x.Wildcard() {
+		switch {
+		case x.Wildcard():
 			wild = append(wild, x.String())
-		} else {
+		case x.Local.Addr() == h.Group:
+			grp = append(grp, x.String())
+		default:
 			uni = append(uni, x.String())
 		}
 	}
-	switch {
-	case len(wild) > 0:
-		why := fmt.Sprintf("%s holds UDP %d on every address: pnpd must not take the port, and that socket would answer the phones (401) if this host joined the group",
-			strings.Join(wild, ", "), h.Port)
+	packet := func(why, better string) (Choice, error) {
 		if !h.CapNetRaw {
-			return Choice{}, fmt.Errorf("%w: %s, and without CAP_NET_RAW pnpd cannot receive beside it: %s", ErrNoSafeMode, why, remedy(h.Port))
+			return Choice{}, fmt.Errorf("%w: %s, and without CAP_NET_RAW pnpd cannot receive without holding the port: %s", ErrNoSafeMode, why, remedy(h.Port))
 		}
-		return Choice{Mode: ModePacket, Why: why + "; packet mode receives the group without joining it",
-			Better: fmt.Sprintf("bind the PBX's SIP transport to a unicast address (pjsip.conf [transport-udp] bind=ADDR:%d): then bind mode, which needs no capability", h.Port)}, nil
+		return Choice{Mode: ModePacket, Why: why + "; packet mode takes nothing from it and hides the SUBSCRIBEs from it", Better: better}, nil
+	}
+	toUnicast := fmt.Sprintf("bind the PBX's SIP transport to a unicast address (pjsip.conf [transport-udp] bind=ADDR:%d): then bind mode, which needs no capability", h.Port)
+	switch {
+	case len(grp) > 0:
+		return Choice{}, fmt.Errorf("%w: %s already holds the group address: another responder (another pnpd?) receives the phones' SUBSCRIBEs here, and two would answer each phone",
+			ErrNoSafeMode, strings.Join(grp, ", "))
+	case len(wild) > 0:
+		return packet(fmt.Sprintf("%s holds UDP %d on every address: pnpd must not take the port, and that socket would answer the phones (401) if this host joined the group",
+			strings.Join(wild, ", "), h.Port), toUnicast)
+	case h.Unknown != nil:
+		return packet(fmt.Sprintf("cannot tell who holds UDP %d (%v)", h.Port, h.Unknown), "let pnpd read /proc/self/net")
 	case len(uni) > 0:
 		return Choice{Mode: ModeBind, Why: fmt.Sprintf("UDP %d is held on unicast addresses only (%s): the group address binds beside them and they never see the group",
 			h.Port, strings.Join(uni, ", "))}, nil
 	case h.PBXSIP != nil && !*h.PBXSIP:
 		return Choice{Mode: ModeBind, Why: fmt.Sprintf("nothing holds UDP %d and the PBX says it has no SIP stack loaded", h.Port)}, nil
-	case h.PBXSIP == nil && !h.Asterisk:
-		return Choice{Mode: ModeBind, Why: fmt.Sprintf("nothing holds UDP %d and no Asterisk runs in this network namespace", h.Port)}, nil
+	case h.PBXSIP == nil && !h.Asterisk && !h.PBXHere:
+		return Choice{Mode: ModeBind, Why: fmt.Sprintf("nothing holds UDP %d, no Asterisk runs in this network namespace and [ami] names no PBX on this host", h.Port)}, nil
 	}
-	why := fmt.Sprintf("nothing holds UDP %d now, but Asterisk runs here", h.Port)
-	if h.PBXSIP != nil {
-		why += " with its SIP stack loaded"
+	var why string
+	switch {
+	case h.PBXSIP != nil:
+		why = fmt.Sprintf("nothing holds UDP %d now, but the PBX here has its SIP stack loaded", h.Port)
+	case h.Asterisk:
+		why = fmt.Sprintf("nothing holds UDP %d now, but Asterisk runs here", h.Port)
+	default:
+		why = fmt.Sprintf("nothing holds UDP %d now, but [ami] names a PBX on this host, which does not answer", h.Port)
 	}
 	why += ": holding the port could keep its SIP transport from binding at its next start"
-	if !h.CapNetRaw {
-		return Choice{}, fmt.Errorf("%w: %s, and without CAP_NET_RAW pnpd cannot receive without it: %s; or, if this PBX never uses UDP %d, set [sip] mode = \"bind\"",
-			ErrNoSafeMode, why, remedy(h.Port), h.Port)
+	c, err := packet(why, fmt.Sprintf("if this PBX never takes UDP %d on every address, [sip] mode = \"bind\", which needs no capability", h.Port))
+	if err != nil {
+		err = fmt.Errorf("%w; or, if this PBX never takes UDP %d on every address, set [sip] mode = \"bind\"", err, h.Port)
 	}
-	return Choice{Mode: ModePacket, Why: why + "; packet mode takes nothing from it",
-		Better: fmt.Sprintf("if this PBX never takes UDP %d on every address, [sip] mode = \"bind\", which needs no capability", h.Port)}, nil
+	return c, err
 }

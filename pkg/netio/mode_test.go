@@ -32,10 +32,15 @@ func TestChooseMode(t *testing.T) {
 		{"Asterisk, SIP unknown", Host{Asterisk: true, CapNetRaw: true}, ModePacket, ""},
 		{"Asterisk with SIP, port free", Host{Asterisk: true, PBXSIP: &yes, CapNetRaw: true}, ModePacket, ""},
 		{"Asterisk with SIP, no capability", Host{Asterisk: true, PBXSIP: &yes}, "", `mode = "bind"`},
+		{"PBX configured here, not answering", Host{PBXHere: true, CapNetRaw: true}, ModePacket, ""},
+		{"PBX configured here, no capability", Host{PBXHere: true}, "", "CAP_NET_RAW"},
+		{"/proc unreadable", Host{Unknown: errors.New("open /proc/self/net/udp: permission denied"), CapNetRaw: true}, ModePacket, ""},
+		{"/proc unreadable, no capability", Host{Unknown: errors.New("open /proc/self/net/udp: permission denied")}, "", "cannot tell who holds"},
+		{"another responder on the group", Host{Holders: []Holder{{Local: netip.MustParseAddrPort("224.0.1.75:5060")}}, CapNetRaw: true}, "", "another responder"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			c.h.Port = 5060
+			c.h.Port, c.h.Group = 5060, netip.MustParseAddr("224.0.1.75")
 			got, err := ChooseMode(c.h)
 			if c.err != "" {
 				if !errors.Is(err, ErrNoSafeMode) || !strings.Contains(err.Error(), c.err) {
