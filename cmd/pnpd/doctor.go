@@ -383,14 +383,6 @@ func (d *doctor) checkMode(name string, h netio.Host) (netio.Mode, bool) {
 		d.fail(what, err.Error(), "set [sip] mode to auto, bind, raw or packet")
 		return "", false
 	}
-	var wild, uni []string
-	for _, x := range h.Holders {
-		if x.Wildcard() {
-			wild = append(wild, x.String())
-		} else if x.Local.Addr().Is4() {
-			uni = append(uni, x.String())
-		}
-	}
 	needsCap := ""
 	if h.CapNetRaw {
 		needsCap = "; pnpd serve needs CAP_NET_RAW for it (this doctor has it)"
@@ -417,22 +409,15 @@ func (d *doctor) checkMode(name string, h netio.Host) (netio.Mode, bool) {
 		d.ok(what, "%s", msg)
 		return c.Mode, true
 	case netio.ModeBind:
-		switch {
-		case len(wild) > 0:
-			d.fail(what, fmt.Sprintf("bind, but %s holds UDP %d on every address: pnpd cannot bind the group address beside it, and had pnpd held the port first, the PBX's next start or reload could not bind its SIP transport",
-				strings.Join(wild, ", "), h.Port),
+		switch verdict, why := netio.BindVerdict(h); verdict {
+		case netio.BindBlocked, netio.BindDuplicate:
+			d.fail(what, "bind, but "+why+"; had pnpd held the port first, a PBX's next start or reload could not bind its SIP transport on every address",
 				fmt.Sprintf("set [sip] mode = \"auto\" (or \"packet\") and %s, or %s", capNetRawFix, unicastFix(h.Port)))
 			return m, false
-		case len(uni) > 0:
-			d.ok(what, "bind: UDP %d is held on unicast addresses only (%s): the group address binds beside them", h.Port, strings.Join(uni, ", "))
-		case h.PBXSIP != nil && !*h.PBXSIP:
-			d.ok(what, "bind: nothing holds UDP %d and the PBX says it has no SIP stack loaded", h.Port)
-		case h.Asterisk:
-			d.warn(what, fmt.Sprintf("bind: nothing holds UDP %d now, but Asterisk runs here: while pnpd holds the port, a PJSIP transport on 0.0.0.0:%d cannot bind at Asterisk's next start or reload",
-				h.Port, h.Port),
-				fmt.Sprintf("%s, or set [sip] mode = \"auto\" and %s", unicastFix(h.Port), capNetRawFix))
+		case netio.BindRisky:
+			d.warn(what, "bind: "+why, fmt.Sprintf("%s, or set [sip] mode = \"auto\" and %s", unicastFix(h.Port), capNetRawFix))
 		default:
-			d.ok(what, "bind: nothing holds UDP %d and no Asterisk runs in this network namespace", h.Port)
+			d.ok(what, "bind: %s", why)
 		}
 		return m, true
 	default: // raw, packet

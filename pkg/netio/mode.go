@@ -101,13 +101,26 @@ func remedy(port int) string {
 		"or bind the PBX's SIP transport to a unicast address (pjsip.conf [transport-udp] bind=ADDR:%d) so that bind mode is safe", port)
 }
 
-// ChooseMode picks the safest way to receive the group on h. pnpd holds
-// the group's port (bind) only when it can tell that the PBX's SIP is
-// bound to unicast addresses or that no PBX SIP runs here; otherwise it
-// takes packet mode, which takes nothing from the PBX and hides the
-// datagrams from it. Raw mode is never chosen here: it is the fallback
-// when packet mode cannot open (see Listen's errors).
-func ChooseMode(h Host) (Choice, error) {
+// Verdict is what BindVerdict finds about holding the group's port.
+type Verdict int
+
+// Verdicts, from the safest.
+const (
+	// BindSafe: the PBX's SIP cannot want the port on every address.
+	BindSafe Verdict = iota
+	// BindRisky: nothing holds the port now, but a PBX here may bind it on
+	// every address at its next start, and could not while pnpd holds it.
+	BindRisky
+	// BindBlocked: the port is taken on every address (the bind fails), or
+	// the host could not be read.
+	BindBlocked
+	// BindDuplicate: the group address itself is held: another responder
+	// receives the SUBSCRIBEs here, in every mode.
+	BindDuplicate
+)
+
+// BindVerdict judges bind mode on h and says why.
+func BindVerdict(h Host) (Verdict, string) {
 	var wild, uni, grp []string
 	for _, x := range h.Holders {
 		switch {
@@ -119,29 +132,22 @@ func ChooseMode(h Host) (Choice, error) {
 			uni = append(uni, x.String())
 		}
 	}
-	packet := func(why, better string) (Choice, error) {
-		if !h.CapNetRaw {
-			return Choice{}, fmt.Errorf("%w: %s, and without CAP_NET_RAW pnpd cannot receive without holding the port: %s", ErrNoSafeMode, why, remedy(h.Port))
-		}
-		return Choice{Mode: ModePacket, Why: why + "; packet mode takes nothing from it and hides the SUBSCRIBEs from it", Better: better}, nil
-	}
-	toUnicast := fmt.Sprintf("bind the PBX's SIP transport to a unicast address (pjsip.conf [transport-udp] bind=ADDR:%d): then bind mode, which needs no capability", h.Port)
 	switch {
 	case len(grp) > 0:
-		return Choice{}, fmt.Errorf("%w: %s already holds the group address: another responder (another pnpd?) receives the phones' SUBSCRIBEs here, and two would answer each phone",
-			ErrNoSafeMode, strings.Join(grp, ", "))
+		return BindDuplicate, fmt.Sprintf("%s already holds the group address: another responder (another pnpd?) receives the phones' SUBSCRIBEs here, and two would answer each phone",
+			strings.Join(grp, ", "))
 	case len(wild) > 0:
-		return packet(fmt.Sprintf("%s holds UDP %d on every address: pnpd must not take the port, and that socket would answer the phones (401) if this host joined the group",
-			strings.Join(wild, ", "), h.Port), toUnicast)
+		return BindBlocked, fmt.Sprintf("%s holds UDP %d on every address: pnpd must not take the port, and that socket would answer the phones (401) if this host joined the group",
+			strings.Join(wild, ", "), h.Port)
 	case h.Unknown != nil:
-		return packet(fmt.Sprintf("cannot tell who holds UDP %d (%v)", h.Port, h.Unknown), "let pnpd read /proc/self/net")
+		return BindBlocked, fmt.Sprintf("cannot tell who holds UDP %d (%v)", h.Port, h.Unknown)
 	case len(uni) > 0:
-		return Choice{Mode: ModeBind, Why: fmt.Sprintf("UDP %d is held on unicast addresses only (%s): the group address binds beside them and they never see the group",
-			h.Port, strings.Join(uni, ", "))}, nil
+		return BindSafe, fmt.Sprintf("UDP %d is held on unicast addresses only (%s): the group address binds beside them and they never see the group",
+			h.Port, strings.Join(uni, ", "))
 	case h.PBXSIP != nil && !*h.PBXSIP:
-		return Choice{Mode: ModeBind, Why: fmt.Sprintf("nothing holds UDP %d and the PBX says it has no SIP stack loaded", h.Port)}, nil
+		return BindSafe, fmt.Sprintf("nothing holds UDP %d and the PBX says it has no SIP stack loaded", h.Port)
 	case h.PBXSIP == nil && !h.Asterisk && !h.PBXHere:
-		return Choice{Mode: ModeBind, Why: fmt.Sprintf("nothing holds UDP %d, no Asterisk runs in this network namespace and [ami] names no PBX on this host", h.Port)}, nil
+		return BindSafe, fmt.Sprintf("nothing holds UDP %d, no Asterisk runs in this network namespace and [ami] names no PBX on this host", h.Port)
 	}
 	var why string
 	switch {
@@ -152,10 +158,36 @@ func ChooseMode(h Host) (Choice, error) {
 	default:
 		why = fmt.Sprintf("nothing holds UDP %d now, but [ami] names a PBX on this host, which does not answer", h.Port)
 	}
-	why += ": holding the port could keep its SIP transport from binding at its next start"
-	c, err := packet(why, fmt.Sprintf("if this PBX never takes UDP %d on every address, [sip] mode = \"bind\", which needs no capability", h.Port))
-	if err != nil {
-		err = fmt.Errorf("%w; or, if this PBX never takes UDP %d on every address, set [sip] mode = \"bind\"", err, h.Port)
+	return BindRisky, why + ": holding the port could keep its SIP transport from binding at its next start"
+}
+
+// ChooseMode picks the safest way to receive the group on h. pnpd holds
+// the group's port (bind) only when BindVerdict finds it safe; otherwise
+// it takes packet mode, which takes nothing from the PBX and hides the
+// datagrams from it. Raw mode is never chosen here: it is the fallback
+// when packet mode cannot open (see Listen's errors).
+func ChooseMode(h Host) (Choice, error) {
+	verdict, why := BindVerdict(h)
+	if verdict == BindSafe {
+		return Choice{Mode: ModeBind, Why: why}, nil
 	}
-	return c, err
+	var better string
+	switch {
+	case verdict == BindDuplicate:
+		return Choice{}, fmt.Errorf("%w: %s", ErrNoSafeMode, why)
+	case h.Unknown != nil:
+		better = "let pnpd read /proc/self/net"
+	case verdict == BindBlocked:
+		better = fmt.Sprintf("bind the PBX's SIP transport to a unicast address (pjsip.conf [transport-udp] bind=ADDR:%d): then bind mode, which needs no capability", h.Port)
+	default:
+		better = fmt.Sprintf("if this PBX never takes UDP %d on every address, [sip] mode = \"bind\", which needs no capability", h.Port)
+	}
+	if !h.CapNetRaw {
+		err := fmt.Errorf("%w: %s, and without CAP_NET_RAW pnpd cannot receive without holding the port: %s", ErrNoSafeMode, why, remedy(h.Port))
+		if verdict == BindRisky {
+			err = fmt.Errorf("%w; or, if this PBX never takes UDP %d on every address, set [sip] mode = \"bind\"", err, h.Port)
+		}
+		return Choice{}, err
+	}
+	return Choice{Mode: ModePacket, Why: why + "; packet mode takes nothing from it and hides the SUBSCRIBEs from it", Better: better}, nil
 }

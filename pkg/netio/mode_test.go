@@ -164,3 +164,29 @@ func TestParseProcIGMP(t *testing.T) {
 		})
 	}
 }
+
+func TestBindVerdict(t *testing.T) {
+	yes := true
+	cases := []struct {
+		name string
+		h    Host
+		want Verdict
+	}{
+		{"nothing, nobody", Host{}, BindSafe},
+		{"unicast holder", Host{Holders: []Holder{{Local: netip.MustParseAddrPort("192.0.2.10:5060")}}}, BindSafe},
+		{"wildcard holder", Host{Holders: []Holder{{Local: netip.MustParseAddrPort("0.0.0.0:5060")}}}, BindBlocked},
+		{"group holder", Host{Holders: []Holder{{Local: netip.MustParseAddrPort("224.0.1.75:5060")}}}, BindDuplicate},
+		{"unreadable", Host{Unknown: errors.New("no /proc")}, BindBlocked},
+		{"Asterisk here", Host{Asterisk: true}, BindRisky},
+		{"PBX configured here", Host{PBXHere: true}, BindRisky},
+		{"PBX with SIP", Host{Asterisk: true, PBXSIP: &yes}, BindRisky},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.h.Port, c.h.Group = 5060, netip.MustParseAddr("224.0.1.75")
+			if got, why := BindVerdict(c.h); got != c.want || why == "" {
+				t.Errorf("BindVerdict = %d %q, want %d", got, why, c.want)
+			}
+		})
+	}
+}
