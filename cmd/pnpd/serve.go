@@ -181,7 +181,7 @@ func listen(ctx context.Context, cfg *config.Config, chosen []netio.Candidate, l
 			return nil, err
 		}
 	}
-	if choice.Mode == netio.ModeBind && cfg.SIP.Mode == string(netio.ModeBind) {
+	if cfg.SIP.Mode == string(netio.ModeBind) {
 		if verdict, why := netio.BindVerdict(host); verdict == netio.BindRisky {
 			log.Warn("bind mode holds the group's port beside a PBX: "+why, "hint", "use [sip] mode = \"auto\" or \"packet\", or bind the PBX's SIP transport to a unicast address")
 		}
