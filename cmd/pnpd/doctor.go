@@ -547,7 +547,7 @@ func (d *doctor) checkPBXSees(group netip.AddrPort, holders []netio.Holder, mode
 		d.ok(what, "%s", msg)
 		return false
 	}
-	d.warn(what, fmt.Sprintf("yes: %s holds UDP %d on every address and %s: it receives every phone's SUBSCRIBE too, and Asterisk answers each with 401 Unauthorized (logged as \"No matching endpoint found\") about 1.3 ms after it was sent",
+	d.warn(what, fmt.Sprintf("yes: %s holds UDP %d on every address and %s: it receives every phone's SUBSCRIBE too, and Asterisk answers each with 401 Unauthorized (logged as \"No matching endpoint found\") within a millisecond or two of it",
 		strings.Join(wild, ", "), group.Port(), strings.Join(because, ", and ")),
 		fmt.Sprintf("set [sip] mode = \"packet\" (it joins nothing, so the PBX never sees the SUBSCRIBEs; needs CAP_NET_RAW), or %s", unicastFix(int(group.Port()))))
 	return true
