@@ -1009,3 +1009,27 @@ func TestBesideIGMPControl(t *testing.T) {
 	startBeside(t, l, "bind", "bind")
 	bsCheckIGMP(t, l, c)
 }
+
+// TestBesidePacketLeave: in packet mode pnpd, not the kernel, ends the
+// membership: after its reports and its answer to an IGMPv2 query (so it
+// speaks v2 on that link), SIGTERM makes it send a v2 leave for the group
+// to 224.0.0.2 before it exits. No PBX is needed for that.
+func TestBesidePacketLeave(t *testing.T) {
+	l := newLab(t)
+	c := bsOpenIGMPCapture(t, l.phone, l.phoneIf)
+	startBeside(t, l, "packet", "packet")
+	bsCheckIGMP(t, l, c)
+	before, _ := c.snapshot()
+	l.stop()
+	leave := c.wait(len(before), 1, func(p bsIgmpPacket) bool {
+		return p.src == l.pbxIP && p.typ == 0x17 && slices.Contains(p.groups, besideGroup)
+	})
+	if len(leave) == 0 {
+		after, _ := c.snapshot()
+		t.Fatalf("no IGMPv2 leave (0x17) for %s from %s after SIGTERM; IGMP since: %v", besideGroup, l.pbxIP, after[min(len(before), len(after)):])
+	}
+	p := leave[0]
+	if p.dst != netip.AddrFrom4([4]byte{224, 0, 0, 2}) || p.ttl != 1 || !p.ra || !p.ipSumOK || !p.sumOK {
+		t.Errorf("leave %v: want to 224.0.0.2, TTL 1, Router Alert, good checksums", p)
+	}
+}
