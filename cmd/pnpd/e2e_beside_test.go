@@ -937,6 +937,20 @@ func bsIgmpV2Query(maxResp byte) []byte {
 // with the Router Alert option.
 func bsSendIGMPQuery(t *testing.T, ns *netns.NS, ifname string) {
 	t.Helper()
+	bsSendIGMP(t, ns, ifname, bsIgmpV2Query(10))
+}
+
+// bsIgmpV3Query is an IGMPv3 general query (RFC 3376 4.1) with a maximum
+// response time of maxResp tenths of a second (below 128: no exponent).
+func bsIgmpV3Query(maxResp byte) []byte {
+	q := []byte{0x11, maxResp, 0, 0, 0, 0, 0, 0, 2, 125, 0, 0} // S=0 QRV=2, QQIC=125 s, no sources
+	binary.BigEndian.PutUint16(q[2:4], bsInetChecksum(q))
+	return q
+}
+
+// bsSendIGMP sends one IGMP message to 224.0.0.1 on ifname of ns.
+func bsSendIGMP(t *testing.T, ns *netns.NS, ifname string, msg []byte) {
+	t.Helper()
 	ifi, err := ns.InterfaceByName(ifname)
 	if err != nil {
 		t.Fatal(err)
@@ -962,7 +976,7 @@ func bsSendIGMPQuery(t *testing.T, ns *netns.NS, ifname string) {
 	}); err != nil || serr != nil {
 		t.Fatalf("IP_OPTIONS (router alert): %v %v", err, serr)
 	}
-	if _, err := c.WriteTo(bsIgmpV2Query(10), &net.IPAddr{IP: net.IPv4(224, 0, 0, 1)}); err != nil {
+	if _, err := c.WriteTo(msg, &net.IPAddr{IP: net.IPv4(224, 0, 0, 1)}); err != nil {
 		t.Fatalf("sending the IGMP query: %v", err)
 	}
 }
@@ -1010,26 +1024,42 @@ func TestBesideIGMPControl(t *testing.T) {
 	bsCheckIGMP(t, l, c)
 }
 
-// TestBesidePacketLeave: in packet mode pnpd, not the kernel, ends the
-// membership: after its reports and its answer to an IGMPv2 query (so it
-// speaks v2 on that link), SIGTERM makes it send a v2 leave for the group
-// to 224.0.0.2 before it exits. No PBX is needed for that.
-func TestBesidePacketLeave(t *testing.T) {
+// TestBesidePacketIGMPVersions: in packet mode pnpd, not the kernel, keeps
+// the membership in the querier's version. It answers an IGMPv3 general
+// query with a v3 report (record MODE_IS_EXCLUDE), an IGMPv2 query with a
+// v2 report, and, speaking v2 from then on, sends a v2 leave for the group
+// to 224.0.0.2 at SIGTERM. No PBX is needed for that.
+func TestBesidePacketIGMPVersions(t *testing.T) {
 	l := newLab(t)
 	c := bsOpenIGMPCapture(t, l.phone, l.phoneIf)
 	startBeside(t, l, "packet", "packet")
-	bsCheckIGMP(t, l, c)
-	before, _ := c.snapshot()
-	l.stop()
-	leave := c.wait(len(before), 1, func(p bsIgmpPacket) bool {
-		return p.src == l.pbxIP && p.typ == 0x17 && slices.Contains(p.groups, besideGroup)
-	})
-	if len(leave) == 0 {
-		after, _ := c.snapshot()
-		t.Fatalf("no IGMPv2 leave (0x17) for %s from %s after SIGTERM; IGMP since: %v", besideGroup, l.pbxIP, after[min(len(before), len(after)):])
+	isOurs := func(p bsIgmpPacket) bool { return p.src == l.pbxIP && slices.Contains(p.groups, besideGroup) }
+	if got := c.wait(0, 2, isOurs); len(got) < 2 {
+		t.Fatalf("unsolicited reports: %v", got)
 	}
-	p := leave[0]
-	if p.dst != netip.AddrFrom4([4]byte{224, 0, 0, 2}) || p.ttl != 1 || !p.ra || !p.ipSumOK || !p.sumOK {
-		t.Errorf("leave %v: want to 224.0.0.2, TTL 1, Router Alert, good checksums", p)
+	after := func(t *testing.T, send func(), want string, match func(bsIgmpPacket) bool) bsIgmpPacket {
+		t.Helper()
+		before, _ := c.snapshot()
+		send()
+		got := c.wait(len(before), 1, func(p bsIgmpPacket) bool { return isOurs(p) && match(p) })
+		if len(got) == 0 {
+			now, _ := c.snapshot()
+			t.Fatalf("no %s for %s from %s; IGMP since: %v", want, besideGroup, l.pbxIP, now[min(len(before), len(now)):])
+		}
+		if p := got[0]; p.ttl != 1 || !p.ra || !p.ipSumOK || !p.sumOK {
+			t.Errorf("%s %v: want TTL 1, Router Alert, good checksums", want, p)
+		}
+		return got[0]
+	}
+	v3 := after(t, func() { bsSendIGMP(t, l.phone, l.phoneIf, bsIgmpV3Query(10)) }, "IGMPv3 report answering a v3 query",
+		func(p bsIgmpPacket) bool { return p.typ == 0x22 && len(p.msg) >= 9 && p.msg[8] == 2 })
+	if v3.dst != netip.AddrFrom4([4]byte{224, 0, 0, 22}) {
+		t.Errorf("v3 report to %s, want 224.0.0.22", v3.dst)
+	}
+	after(t, func() { bsSendIGMPQuery(t, l.phone, l.phoneIf) }, "IGMPv2 report answering a v2 query",
+		func(p bsIgmpPacket) bool { return p.typ == 0x16 && p.dst == besideGroup })
+	leave := after(t, l.stop, "IGMPv2 leave at SIGTERM", func(p bsIgmpPacket) bool { return p.typ == 0x17 })
+	if leave.dst != netip.AddrFrom4([4]byte{224, 0, 0, 2}) {
+		t.Errorf("leave to %s, want 224.0.0.2", leave.dst)
 	}
 }
