@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -309,13 +308,11 @@ func multicastRoute() bool {
 // is nil when the interfaces failed; pbxSIP is what the PBX said over AMI.
 // root is "/" but in tests.
 func (d *doctor) checkBeside(cfg *config.Config, chosen []netio.Candidate, pbxSIP *bool, root string) {
-	port := int(cfg.SIP.Group.Port())
-	holders := d.checkHolders(port)
 	h, err := netio.ProbeHost(cfg.SIP.Group)
 	if err != nil {
 		d.warn("host", err.Error(), "let pnpd read /proc/self/net: without it auto never takes the group's port")
 	}
-	h.Holders = holders // sorted, as printed
+	holders := d.checkHolders(h)
 	h.PBXSIP = pbxSIP
 	h.PBXHere = cfg.AMI.Enabled && pbxOnThisHost(cfg.AMI.Address)
 	mode, usable := d.checkMode(cfg.SIP.Mode, h)
@@ -331,13 +328,13 @@ func (d *doctor) checkBeside(cfg *config.Config, chosen []netio.Candidate, pbxSI
 	d.checkFail2ban(root, sees, phoneSubnets(cfg, chosen))
 }
 
-// checkHolders names who holds UDP port, IPv4 and IPv6, and returns them.
-func (d *doctor) checkHolders(port int) []netio.Holder {
-	what := fmt.Sprintf("udp %d", port)
-	holders, err := netio.PortHolders(port)
-	if err != nil {
-		d.warn(what, "cannot tell who holds it: "+err.Error(), "")
-		return nil
+// checkHolders names who holds the group's port (IPv4 and IPv6, from
+// ProbeHost) and returns them, sorted as printed.
+func (d *doctor) checkHolders(h netio.Host) []netio.Holder {
+	what := fmt.Sprintf("udp %d", h.Port)
+	holders := h.Holders
+	if h.Unknown != nil && len(holders) == 0 {
+		return nil // ProbeHost's warning said why
 	}
 	if len(holders) == 0 {
 		d.ok(what, "nobody holds it (IPv4 or IPv6)")
@@ -450,62 +447,31 @@ func (d *doctor) checkReceive(cfg *config.Config, chosen []netio.Candidate, mode
 		l.Close()
 		d.ok("group join", "%s bound and joined on %d interface(s)", cfg.SIP.Group, len(chosen))
 	case netio.ModeRaw:
-		if err := probeSocket("ip4:udp"); err != nil {
+		if err := netio.CheckSockets(mode, chosen); err != nil {
 			d.fail("raw socket", err.Error(), socketFix(err))
 			return mode
 		}
 		d.ok("raw socket", "a raw UDP socket opens")
 	case netio.ModePacket:
-		var notEther []string
-		for _, c := range chosen {
-			ifi, err := net.InterfaceByIndex(c.Index)
-			if err != nil || len(ifi.HardwareAddr) != 6 {
-				notEther = append(notEther, c.Name)
-			}
-		}
-		if len(notEther) > 0 {
-			msg := fmt.Sprintf("packet mode needs Ethernet interfaces; %s is not", strings.Join(notEther, ", "))
-			if auto {
-				d.warn("packet sockets", msg+": auto falls back to raw mode, in which a PBX on the wildcard address sees the SUBSCRIBEs too",
-					"leave those interfaces out of [sip] interfaces, or "+unicastFix(int(cfg.SIP.Group.Port())))
-				return d.checkReceive(cfg, chosen, netio.ModeRaw, false)
-			}
-			d.fail("packet sockets", msg, "leave those interfaces out of [sip] interfaces, or set [sip] mode = \"raw\"")
+		err := netio.CheckSockets(mode, chosen)
+		switch {
+		case errors.Is(err, netio.ErrNotEthernet) && auto:
+			d.warn("packet sockets", err.Error()+": auto falls back to raw mode, in which a PBX on the wildcard address sees the SUBSCRIBEs too",
+				"leave that interface out of [sip] interfaces, or "+unicastFix(int(cfg.SIP.Group.Port())))
+			return d.checkReceive(cfg, chosen, netio.ModeRaw, false)
+		case errors.Is(err, netio.ErrNotEthernet):
+			d.fail("packet sockets", err.Error(), "leave that interface out of [sip] interfaces, or set [sip] mode = \"raw\"")
 			return mode
-		}
-		for _, network := range []string{"packet", "ip4:igmp"} {
-			if err := probeSocket(network); err != nil {
-				d.fail("packet sockets", err.Error(), socketFix(err))
-				return mode
-			}
+		case err != nil:
+			d.fail("packet sockets", err.Error(), socketFix(err))
+			return mode
 		}
 		d.ok("packet sockets", "an AF_PACKET socket and a raw IGMP socket open; %d Ethernet interface(s)", len(chosen))
 	}
 	return mode
 }
 
-// probeSocket opens and closes one socket of a kind raw and packet mode
-// use: "ip4:udp" (raw UDP), "ip4:igmp" (raw IGMP, for the reports) or
-// "packet" (AF_PACKET; protocol 0, so it receives nothing).
-func probeSocket(network string) error {
-	var fd int
-	var err error
-	switch network {
-	case "packet":
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	case "ip4:igmp":
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_IGMP)
-	default:
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
-	}
-	if err != nil {
-		return fmt.Errorf("%s socket: %w", network, err)
-	}
-	unix.Close(fd)
-	return nil
-}
-
-// socketFix says what to change when probeSocket failed with err.
+// socketFix says what to change when netio.CheckSockets failed with err.
 func socketFix(err error) string {
 	switch {
 	case errors.Is(err, unix.EAFNOSUPPORT):

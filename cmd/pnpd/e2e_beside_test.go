@@ -38,6 +38,7 @@ import (
 
 	"github.com/pnpd/pnpd/pkg/asterisk/asterisktest"
 	"github.com/pnpd/pnpd/pkg/config"
+	"github.com/pnpd/pnpd/pkg/netio"
 	"github.com/pnpd/pnpd/pkg/netns"
 )
 
@@ -149,52 +150,34 @@ func bsCheckModeLine(t *testing.T, l *lab, want string) {
 	t.Logf("pnpd: sip mode=%s why=%q better=%q", kv["mode"], kv["why"], kv["better"])
 }
 
-// bsSockTable returns the sockets of a /proc/PID/net/udp table (the table of
-// the process's network namespace) bound to port: local address -> inode.
-func bsSockTable(pid, port int) (map[netip.AddrPort]string, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/udp", pid))
+// heldBy reports whether process pid holds a UDP socket on addr in its
+// network namespace, and lists the sockets there on addr's port.
+func heldBy(t *testing.T, pid int, addr netip.AddrPort) (bool, []netio.Holder) {
+	t.Helper()
+	hs, err := netio.PortHoldersOf(pid, int(addr.Port()))
 	if err != nil {
-		return nil, err
+		t.Fatalf("pid %d: %v", pid, err)
 	}
-	out := map[netip.AddrPort]string{}
-	for _, line := range strings.Split(string(data), "\n")[1:] {
-		f := strings.Fields(line)
-		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-		if len(f) < 10 {
-			continue
+	for _, h := range hs {
+		if h.PID == pid && h.Local == addr {
+			return true, hs
 		}
-		host, portHex, ok := strings.Cut(f[1], ":")
-		if !ok || len(host) != 8 {
-			continue
-		}
-		p, err1 := strconv.ParseUint(portHex, 16, 16)
-		a, err2 := strconv.ParseUint(host, 16, 32)
-		if err1 != nil || err2 != nil || int(p) != port {
-			continue
-		}
-		// The kernel prints the network-order address as a host-order
-		// integer: little-endian on the machines this runs on.
-		var b [4]byte
-		binary.LittleEndian.PutUint32(b[:], uint32(a))
-		out[netip.AddrPortFrom(netip.AddrFrom4(b), uint16(p))] = f[9]
 	}
-	return out, nil
+	return false, hs
 }
 
-// bsHolds reports whether process pid has the socket inode among its
-// descriptors.
-func bsHolds(pid int, inode string) bool {
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return false
-	}
-	want := "socket:[" + inode + "]"
-	for _, fd := range fds {
-		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && link == want {
-			return true
+// waitHeld waits until process pid holds a UDP socket on addr.
+func waitHeld(t *testing.T, pid int, addr netip.AddrPort) {
+	t.Helper()
+	for deadline := time.Now().Add(logTimeout); ; time.Sleep(20 * time.Millisecond) {
+		held, hs := heldBy(t, pid, addr)
+		if held {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d holds no UDP socket on %s within %v; sockets on port %d: %v", pid, addr, logTimeout, addr.Port(), hs)
 		}
 	}
-	return false
 }
 
 // bsWaitAsteriskBound waits until the running Asterisk holds a UDP socket on
@@ -202,27 +185,16 @@ func bsHolds(pid int, inode string) bool {
 // transports`; its log must name no bind failure.
 func bsWaitAsteriskBound(t *testing.T, a *asterisktest.Instance, bind netip.AddrPort) {
 	t.Helper()
-	deadline := time.Now().Add(logTimeout)
-	var table map[netip.AddrPort]string
-	for {
-		pid := a.PID()
-		if pid == 0 {
-			t.Fatalf("Asterisk is not running\n%s", bsAsteriskLogTail(a))
-		}
-		var err error
-		table, err = bsSockTable(pid, int(bind.Port()))
-		if err != nil {
-			t.Fatalf("reading Asterisk's UDP table: %v", err)
-		}
-		if ino, ok := table[bind]; ok && bsHolds(pid, ino) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Asterisk (pid %d) holds no UDP socket on %s within %v; sockets on port %d: %v\n%s",
-				pid, bind, logTimeout, bind.Port(), table, bsAsteriskLogTail(a))
-		}
-		time.Sleep(20 * time.Millisecond)
+	pid := a.PID()
+	if pid == 0 {
+		t.Fatalf("Asterisk is not running\n%s", bsAsteriskLogTail(a))
 	}
+	defer func() {
+		if t.Failed() {
+			t.Log(bsAsteriskLogTail(a))
+		}
+	}()
+	waitHeld(t, pid, bind)
 	out := cli(t, a, "pjsip show transports")
 	if !strings.Contains(out, "transport-udp") || !strings.Contains(out, bind.String()) {
 		t.Errorf("pjsip show transports does not show transport-udp on %s:\n%s", bind, out)
@@ -260,13 +232,13 @@ func bsAsteriskLogTail(a *asterisktest.Instance) string {
 func bsCheckPnpdOffPort(t *testing.T, l *lab, port int, allowed ...netip.AddrPort) {
 	t.Helper()
 	pid := l.serve.Process.Pid
-	table, err := bsSockTable(pid, port)
+	hs, err := netio.PortHoldersOf(pid, port)
 	if err != nil {
 		t.Fatalf("reading pnpd's UDP table: %v", err)
 	}
-	for addr, ino := range table {
-		if bsHolds(pid, ino) && !slices.Contains(allowed, addr) {
-			t.Errorf("pnpd (pid %d) holds a UDP socket on %s", pid, addr)
+	for _, h := range hs {
+		if h.PID == pid && !slices.Contains(allowed, h.Local) {
+			t.Errorf("pnpd (pid %d) holds a UDP socket on %s", pid, h.Local)
 		}
 	}
 }

@@ -282,7 +282,7 @@ func TestDoctorBeside(t *testing.T) {
 			}
 			a := asterisktest.Start(t, asterisktest.Options{NS: l.pbx, PJSIP: docPJSIP(bind)})
 			e := env{l: l, pid: a.PID()}
-			docWaitHeld(t, e.pid, bind)
+			waitHeld(t, e.pid, netip.MustParseAddrPort(bind))
 			if tt.join {
 				c := joinGroup(t, l.pbx, l.pbxIf)
 				defer c.Close()
@@ -311,35 +311,8 @@ func TestDoctorBeside(t *testing.T) {
 			}
 			// Doctor took nothing from the PBX: its transport still holds
 			// the port.
-			docWaitHeld(t, e.pid, bind)
+			waitHeld(t, e.pid, netip.MustParseAddrPort(bind))
 		})
-	}
-}
-
-// docWaitHeld waits until Asterisk (pid) holds addr (UDP IPv4), as its
-// transport does once it has started. It reads the table of Asterisk's
-// network namespace, /proc/PID/net/udp: /proc/net is the namespace of the
-// test process's main thread, whatever thread reads it.
-func docWaitHeld(t *testing.T, pid int, addr string) {
-	t.Helper()
-	ap := netip.MustParseAddrPort(addr)
-	a := ap.Addr().As4()
-	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], ap.Port())
-	deadline := time.Now().Add(logTimeout)
-	for {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/udp", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if fs := strings.Fields(line); len(fs) > 1 && fs[1] == want {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Asterisk (pid %d) does not hold UDP %s:\n%s", pid, addr, b)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -429,7 +402,7 @@ func TestUnprivileged(t *testing.T) {
 			requireTool(t, "setpriv", "util-linux")
 			l := newLab(t)
 			a := asterisktest.Start(t, asterisktest.Options{NS: l.pbx, PJSIP: docPJSIP("0.0.0.0:5060")})
-			docWaitHeld(t, a.PID(), "0.0.0.0:5060")
+			waitHeld(t, a.PID(), netip.MustParseAddrPort("0.0.0.0:5060"))
 			bin := nobodyBinary(t, l.bin)
 			cfg := fmt.Sprintf("[sip]\ninterfaces = [%q]\nmode = %q\n[resolve]\ndefault = \"http://prov.example/{vendor}/{mac}/\"\n", l.pbxIf, tt.mode)
 			path := nobodyConfig(t, cfg)

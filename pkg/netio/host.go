@@ -19,6 +19,7 @@ type Holder struct {
 	// Process is "name (pid N)", or "" when /proc does not tell (only
 	// root, or the socket's owner, can read another process's descriptors).
 	Process string
+	PID     int // the process's, 0 when /proc does not tell
 }
 
 // Wildcard reports whether the socket is bound to 0.0.0.0 or ::, and so
@@ -44,12 +45,20 @@ const procNet = "/proc/self/net/"
 // port, IPv4 and IPv6, read from /proc/self/net/udp and udp6, with the
 // process holding each when /proc/*/fd tells. A table it cannot read is an
 // error (udp6 may be missing: IPv6 off), never "nobody holds it".
-func PortHolders(port int) ([]Holder, error) {
+func PortHolders(port int) ([]Holder, error) { return portHolders(procNet, port) }
+
+// PortHoldersOf is PortHolders for the network namespace of process pid
+// (/proc/PID/net), which may be another namespace than the caller's.
+func PortHoldersOf(pid, port int) ([]Holder, error) {
+	return portHolders(fmt.Sprintf("/proc/%d/net/", pid), port)
+}
+
+func portHolders(dir string, port int) ([]Holder, error) {
 	inodes := map[string]netip.AddrPort{}
-	if err := readUDPTable(procNet+"udp", port, inodes); err != nil {
+	if err := readUDPTable(dir+"udp", port, inodes); err != nil {
 		return nil, fmt.Errorf("netio: who holds UDP %d: %w", port, err)
 	}
-	if err := readUDPTable(procNet+"udp6", port, inodes); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := readUDPTable(dir+"udp6", port, inodes); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("netio: who holds UDP %d: %w", port, err)
 	}
 	if len(inodes) == 0 {
@@ -58,7 +67,9 @@ func PortHolders(port int) ([]Holder, error) {
 	owners := socketOwners(inodes)
 	out := make([]Holder, 0, len(inodes))
 	for ino, local := range inodes {
-		out = append(out, Holder{Local: local, Process: owners[ino]})
+		h := owners[ino]
+		h.Local = local
+		out = append(out, h)
 	}
 	return out, nil
 }
@@ -112,9 +123,10 @@ func parseProcAddr(s string) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(addr.Unmap(), uint16(port)), true
 }
 
-// socketOwners maps socket inodes to "name (pid N)" by reading /proc/*/fd.
-func socketOwners(inodes map[string]netip.AddrPort) map[string]string {
-	out := map[string]string{}
+// socketOwners maps socket inodes to their process (Holder's Process and
+// PID) by reading /proc/*/fd.
+func socketOwners(inodes map[string]netip.AddrPort) map[string]Holder {
+	out := map[string]Holder{}
 	pids, _ := filepath.Glob("/proc/[0-9]*")
 	for _, dir := range pids {
 		fds, err := os.ReadDir(filepath.Join(dir, "fd"))
@@ -128,7 +140,8 @@ func socketOwners(inodes map[string]netip.AddrPort) map[string]string {
 			}
 			ino := strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")
 			if _, ok := inodes[ino]; ok {
-				out[ino] = fmt.Sprintf("%s (pid %s)", processName(dir), filepath.Base(dir))
+				pid, _ := strconv.Atoi(filepath.Base(dir))
+				out[ino] = Holder{Process: fmt.Sprintf("%s (pid %d)", processName(dir), pid), PID: pid}
 			}
 		}
 	}

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -210,10 +209,9 @@ func (l *Listener) listenBind(rcvbuf int) error {
 		return err
 	}
 	for _, ifc := range l.ifaces {
-		mreq := &unix.IPMreqn{Multiaddr: l.group.Addr().As4(), Ifindex: int32(ifc.index)}
-		if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+		if err := join(fd, l.group.Addr(), ifc); err != nil {
 			unix.Close(fd)
-			return fmt.Errorf("netio: join %s on %s: %w", l.group.Addr(), ifc.name, err)
+			return err
 		}
 	}
 	return l.addSocket(fd, "group "+l.group.String(), nil, rcvbuf)
@@ -245,8 +243,16 @@ func (l *Listener) listenRaw(rcvbuf int) error {
 		return err
 	}
 	for _, ifc := range l.ifaces {
-		if err := joinOn(ipv4.NewPacketConn(ifc.conn), ifc, l.group.Addr()); err != nil {
-			return err
+		rc, err := ifc.conn.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("netio: unicast socket on %s: %w", ifc.name, err)
+		}
+		var jerr error
+		if err := rc.Control(func(fd uintptr) { jerr = join(int(fd), l.group.Addr(), ifc) }); err != nil {
+			return fmt.Errorf("netio: unicast socket on %s: %w", ifc.name, err)
+		}
+		if jerr != nil {
+			return jerr
 		}
 	}
 	return nil
@@ -284,12 +290,10 @@ func (l *Listener) listenPacket(rcvbuf int) error {
 	return nil
 }
 
-func joinOn(c *ipv4.PacketConn, ifc *Iface, group netip.Addr) error {
-	ifi, err := net.InterfaceByIndex(ifc.index)
-	if err != nil {
-		return fmt.Errorf("netio: interface %s: %w", ifc.name, err)
-	}
-	if err := c.JoinGroup(ifi, &net.UDPAddr{IP: group.AsSlice()}); err != nil {
+// join joins group on ifc's interface with socket fd (IP_ADD_MEMBERSHIP).
+func join(fd int, group netip.Addr, ifc *Iface) error {
+	mreq := &unix.IPMreqn{Multiaddr: group.As4(), Ifindex: int32(ifc.index)}
+	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
 		return fmt.Errorf("netio: join %s on %s: %w", group, ifc.name, err)
 	}
 	return nil

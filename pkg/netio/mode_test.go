@@ -126,6 +126,12 @@ func TestPortHolders(t *testing.T) {
 	if len(hs) != 1 || hs[0].Local.String() != c.LocalAddr().String() || hs[0].Wildcard() {
 		t.Fatalf("PortHolders(%d) = %v", port, hs)
 	}
+	if hs[0].PID != 0 && hs[0].PID != os.Getpid() {
+		t.Errorf("holder pid %d, want ours (%d)", hs[0].PID, os.Getpid())
+	}
+	if of, err := PortHoldersOf(os.Getpid(), port); err != nil || len(of) != 1 || of[0] != hs[0] {
+		t.Errorf("PortHoldersOf(self) = %v, %v; want %v", of, err, hs)
+	}
 	if hs[0].Process != "" && !strings.Contains(hs[0].Process, "(pid ") {
 		t.Errorf("holder process %q", hs[0].Process)
 	}
@@ -188,5 +194,19 @@ func TestBindVerdict(t *testing.T) {
 				t.Errorf("BindVerdict = %d %q, want %d", got, why, c.want)
 			}
 		})
+	}
+}
+
+func TestCheckSockets(t *testing.T) {
+	lo := []Candidate{{Name: "lo", Index: 1, Prefix: netip.MustParsePrefix("127.0.0.1/8")}}
+	if err := CheckSockets(ModeBind, lo); err != nil {
+		t.Errorf("bind: %v", err)
+	}
+	if err := CheckSockets(ModePacket, lo); !errors.Is(err, ErrNotEthernet) {
+		t.Errorf("packet on lo: %v, want ErrNotEthernet", err)
+	}
+	err := CheckSockets(ModeRaw, lo)
+	if HasCapNetRaw() != (err == nil) {
+		t.Errorf("raw: %v with CAP_NET_RAW %t", err, HasCapNetRaw())
 	}
 }

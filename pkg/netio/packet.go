@@ -26,12 +26,8 @@ func groupMAC(g netip.Addr) [8]byte {
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func openPacket(ifc *Iface, group netip.AddrPort) (fd int, err error) {
-	ifi, err := net.InterfaceByIndex(ifc.index)
-	if err != nil {
-		return -1, fmt.Errorf("netio: interface %s: %w", ifc.name, err)
-	}
-	if len(ifi.HardwareAddr) != 6 {
-		return -1, fmt.Errorf("netio: packet mode on %s: %w", ifc.name, ErrNotEthernet)
+	if err := ethernet(ifc.index, ifc.name); err != nil {
+		return -1, err
 	}
 	filter, err := groupFilter(group, true, true)
 	if err != nil {
@@ -60,6 +56,53 @@ func openPacket(ifc *Iface, group netip.AddrPort) (fd int, err error) {
 		return -1, fmt.Errorf("netio: link-layer membership for %s on %s: %w", group.Addr(), ifc.name, err)
 	}
 	return fd, nil
+}
+
+// ethernet checks that interface index has an Ethernet address for the
+// group's to map onto; packet mode needs one.
+func ethernet(index int, name string) error {
+	ifi, err := net.InterfaceByIndex(index)
+	if err != nil {
+		return fmt.Errorf("netio: interface %s: %w", name, err)
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return fmt.Errorf("netio: packet mode on %s: %w", name, ErrNotEthernet)
+	}
+	return nil
+}
+
+// CheckSockets opens, and closes at once, the sockets Listen would open
+// for mode raw (a raw UDP socket) or packet (an AF_PACKET socket that
+// receives nothing, a raw IGMP socket, Ethernet interfaces), without
+// binding, joining or sending, so that a running pnpd is not disturbed.
+// Errors wrap the system's (EPERM without CAP_NET_RAW, EAFNOSUPPORT where
+// the address family is not allowed) or ErrNotEthernet. Bind mode needs
+// no privilege: it returns nil.
+func CheckSockets(mode Mode, ifaces []Candidate) error {
+	type kind struct {
+		name                  string
+		family, typ, protocol int
+	}
+	var kinds []kind
+	switch mode {
+	case ModeRaw:
+		kinds = []kind{{"raw UDP", unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_UDP}}
+	case ModePacket:
+		for _, c := range ifaces {
+			if err := ethernet(c.Index, c.Name); err != nil {
+				return err
+			}
+		}
+		kinds = []kind{{"AF_PACKET", unix.AF_PACKET, unix.SOCK_DGRAM, 0}, {"raw IGMP", unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_IGMP}}
+	}
+	for _, k := range kinds {
+		fd, err := unix.Socket(k.family, k.typ|unix.SOCK_CLOEXEC, k.protocol)
+		if err != nil {
+			return fmt.Errorf("netio: %s socket: %w", k.name, err)
+		}
+		unix.Close(fd)
+	}
+	return nil
 }
 
 func attachFilter(fd int, prog []bpf.RawInstruction) error {
