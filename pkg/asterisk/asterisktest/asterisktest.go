@@ -1,157 +1,50 @@
 package asterisktest
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
+	"log/slog"
 	"strings"
-	"sync"
-	"syscall"
+	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/pnpd/pnpd/pkg/asterisk"
 	"github.com/pnpd/pnpd/pkg/netns"
 	"github.com/pnpd/pnpd/pkg/netns/netnstest"
 )
 
 // EnvRoot names the environment variable that locates the prepared root.
-const EnvRoot = "PNPD_ASTERISK_ROOT"
+const EnvRoot = asterisk.EnvRoot
 
 // DefaultRoot is the root's place when EnvRoot is unset or empty.
-const DefaultRoot = "/var/cache/pnpd/asterisk-root"
+const DefaultRoot = asterisk.DefaultRoot
 
-// readyMark is the file scripts/asterisk-root writes into a finished root.
-const readyMark = ".pnpd-ready"
-
-// Timeouts.
-const (
-	// StartTimeout bounds the wait for a starting Asterisk: its AMI banner,
-	// then `core waitfullybooted`.
-	StartTimeout = 20 * time.Second
-	// cliTimeout bounds one CLI command.
-	cliTimeout = 30 * time.Second
-	// stopTimeout bounds Stop's wait after SIGTERM before it kills.
-	stopTimeout = 10 * time.Second
-	// cleanupGrace is how long the cleanup waits after SIGTERM before SIGKILL.
-	cleanupGrace = 2 * time.Second
-	// reapTimeout bounds the wait for a SIGKILLed process to be reaped.
-	reapTimeout = 10 * time.Second
-)
+// StartTimeout bounds the wait for a starting Asterisk: its AMI banner,
+// then `core waitfullybooted`.
+const StartTimeout = asterisk.StartTimeout
 
 // PJSIPModules are the modules loaded when Options.PJSIP is set: enough for
 // a UDP transport, endpoints, registrations, subscriptions and calls.
-var PJSIPModules = []string{
-	"res_sorcery_config.so",
-	"res_sorcery_memory.so",
-	"res_sorcery_astdb.so",
-	"res_pjproject.so",
-	"res_pjsip.so",
-	"res_pjsip_session.so",
-	"res_pjsip_pubsub.so",
-	"res_pjsip_authenticator_digest.so",
-	"res_pjsip_endpoint_identifier_ip.so",
-	"res_pjsip_endpoint_identifier_user.so",
-	"chan_pjsip.so",
-}
-
-// baseModules are always loaded: the dialplan (extensions.conf), the DB
-// dialplan functions and the UserEvent application.
-var baseModules = []string{"pbx_config.so", "func_db.so", "app_userevent.so"}
-
-// quietFiles are written empty so that Asterisk's core does not log an
-// ERROR or WARNING for each configuration file it misses; all of them mean
-// "defaults".
-var quietFiles = []string{
-	"acl.conf", "ccss.conf", "cdr.conf", "cel.conf", "features.conf",
-	"pjproject.conf", "stasis.conf", "udptl.conf",
-}
-
-// indicationsConf gives Asterisk the default tone zone it warns about
-// when it has none.
-const indicationsConf = `; written by asterisktest
-[general]
-country = us
-
-[us]
-description = United States
-ringcadence = 2000,4000
-dial = 350+440
-busy = 480+620/500,0/500
-ring = 440+480/2000,0/4000
-congestion = 480+620/250,0/250
-`
+var PJSIPModules = asterisk.PJSIPModules
 
 // User is a manager.conf user. Read and Write are class lists such as
 // "system,user,command".
-type User struct {
-	Name, Secret, Read, Write string
-}
+type User = asterisk.User
 
 // Options configure Start. The zero value gives an Asterisk with AMI and
-// one user, "pnpd", with a random secret.
-type Options struct {
-	// Users of AMI. Default: one user "pnpd" with a random secret, read
-	// "system,user,command,reporting" and write
-	// "system,user,command,reporting,originate". A user without Secret
-	// gets a random one.
-	Users []User
-	// PJSIP, when non-empty, is pjsip.conf, and the PJSIPModules are
-	// loaded.
-	PJSIP string
-	// LiveDangerously sets live_dangerously = yes in asterisk.conf: AMI may
-	// then read privileged dialplan functions such as DB().
-	LiveDangerously bool
-	// Modules are loaded on top of the base ones ("func_odbc" or
-	// "func_odbc.so").
-	Modules []string
-	// Files are more configuration files (name -> content) for the
-	// instance's etc directory, written last: a name that Start writes
-	// itself (extensions.conf, say) is replaced.
-	Files map[string]string
-	// NS, when set, is the network namespace Asterisk runs in; its AMI
-	// then binds 127.0.0.1 inside the namespace. Needs root.
-	NS *netns.NS
-}
+// one user, "pnpd", with a random secret. A nil Logger logs to the test.
+type Options = asterisk.Options
 
-// Instance is a running (or stopped) Asterisk of a test.
+// Instance is a running (or stopped) Asterisk of a test. Its fields (Dir,
+// Addr, Username, Secret, Users, NS) and the methods that take no
+// testing.TB (PID, Log, Dial, ...) are the embedded asterisk.Instance's;
+// its methods that take one fail the test where asterisk.Instance's return
+// an error. The test's cleanup closes it: do not call Close.
 type Instance struct {
-	// Dir holds the instance's configuration and everything it writes.
-	Dir string
-	// Addr is the AMI address, "127.0.0.1:port" (inside NS when NS is set).
-	Addr string
-	// Username and Secret are those of the first AMI user.
-	Username, Secret string
-	// Users are all the AMI users, secrets filled in.
-	Users []User
-	// NS is the namespace Asterisk runs in, or nil.
-	NS *netns.NS
+	*asterisk.Instance
 
-	paths paths
-
-	mu       sync.Mutex
-	cmd      *exec.Cmd     // nil when not running
-	done     chan struct{} // closed once cmd is reaped
-	reported bool          // a failed start showed the log's tail already
-}
-
-// paths are the files of the prepared root that an instance uses.
-type paths struct {
-	root     string
-	loader   string // sid's dynamic loader
-	libDir   string
-	asterisk string // usr/sbin/asterisk
-	modDir   string
-	dataDir  string
-	sbinDir  string
+	// reported: a failed restart put the tails of Asterisk's output and
+	// log into the test's log already; the cleanup does not repeat them.
+	reported atomic.Bool
 }
 
 // Root returns the prepared root: $PNPD_ASTERISK_ROOT, default DefaultRoot.
@@ -159,384 +52,78 @@ type paths struct {
 // fail under CI=true) with a message naming scripts/asterisk-root.
 func Root(t testing.TB) string {
 	t.Helper()
-	p, err := findPaths()
+	root, err := asterisk.FindRoot()
 	if err != nil {
-		netnstest.SkipOrFail(t, "needs a real Asterisk: %v; prepare it with scripts/asterisk-root (as root; %s chooses where)", err, EnvRoot)
+		netnstest.SkipOrFail(t, "needs a real Asterisk: %v", err)
 	}
-	return p.root
-}
-
-// findPaths locates the root and the files in it that an instance needs.
-func findPaths() (paths, error) {
-	root := os.Getenv(EnvRoot)
-	if root == "" {
-		root = DefaultRoot
-	}
-	root = filepath.Clean(root)
-	p := paths{
-		root:     root,
-		asterisk: filepath.Join(root, "usr/sbin/asterisk"),
-		dataDir:  filepath.Join(root, "usr/share/asterisk"),
-		sbinDir:  filepath.Join(root, "usr/sbin"),
-	}
-	if _, err := os.Stat(filepath.Join(root, readyMark)); err != nil {
-		return p, fmt.Errorf("no prepared Asterisk root at %s (%v)", root, err)
-	}
-	if err := executable(p.asterisk); err != nil {
-		return p, err
-	}
-	// The loader: usr/lib64/ld-linux-x86-64.so.2 is a relative symlink
-	// into usr/lib/<triplet>; an absolute one would leave the root, so
-	// resolve it and insist that it stays inside.
-	var errs []error
-	for _, c := range []struct{ loader, lib string }{
-		{"usr/lib64/ld-linux-x86-64.so.2", "usr/lib/x86_64-linux-gnu"},
-		{"usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "usr/lib/x86_64-linux-gnu"},
-		{"usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1", "usr/lib/aarch64-linux-gnu"},
-		{"usr/lib/ld-linux-aarch64.so.1", "usr/lib/aarch64-linux-gnu"},
-	} {
-		loader, err := filepath.EvalSymlinks(filepath.Join(root, c.loader))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if !strings.HasPrefix(loader, root+"/") {
-			errs = append(errs, fmt.Errorf("%s leads out of the root to %s", c.loader, loader))
-			continue
-		}
-		if err := executable(loader); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		p.loader = loader
-		p.libDir = filepath.Join(root, c.lib)
-		p.modDir = filepath.Join(p.libDir, "asterisk/modules")
-		break
-	}
-	if p.loader == "" {
-		return p, fmt.Errorf("no dynamic loader in the root %s: %w", root, errors.Join(errs...))
-	}
-	if _, err := os.Stat(filepath.Join(p.modDir, "pbx_config.so")); err != nil {
-		return p, fmt.Errorf("no Asterisk modules in the root: %w", err)
-	}
-	return p, nil
-}
-
-func executable(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("%s is not an executable file", path)
-	}
-	return nil
+	return root
 }
 
 // FreePort returns a port that was free a moment ago on 127.0.0.1 for
 // network "tcp" or "udp", inside ns when it is not nil.
 func FreePort(t testing.TB, ns *netns.NS, network string) int {
 	t.Helper()
-	port, err := freePort(ns, network)
+	port, err := asterisk.FreePort(ns, network)
 	if err != nil {
-		t.Fatalf("asterisktest: finding a free %s port: %v", network, err)
+		t.Fatal(err)
 	}
 	return port
-}
-
-func freePort(ns *netns.NS, network string) (int, error) {
-	var addr net.Addr
-	switch network {
-	case "tcp", "tcp4":
-		var l net.Listener
-		var err error
-		if ns != nil {
-			l, err = ns.Listen("tcp4", "127.0.0.1:0")
-		} else {
-			l, err = net.Listen("tcp4", "127.0.0.1:0")
-		}
-		if err != nil {
-			return 0, err
-		}
-		addr = l.Addr()
-		l.Close()
-	case "udp", "udp4":
-		var c net.PacketConn
-		var err error
-		if ns != nil {
-			c, err = ns.ListenPacket("udp4", "127.0.0.1:0")
-		} else {
-			c, err = net.ListenPacket("udp4", "127.0.0.1:0")
-		}
-		if err != nil {
-			return 0, err
-		}
-		addr = c.LocalAddr()
-		c.Close()
-	default:
-		return 0, fmt.Errorf("network %q: want tcp or udp", network)
-	}
-	_, port, err := net.SplitHostPort(addr.String())
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(port)
 }
 
 // Start starts a new Asterisk configured by opts, waits until it has fully
 // booted, and returns it. When the test ends it is stopped (SIGTERM, then
 // SIGKILL after 2 s) and its directory removed; when the test failed, the
-// tail of its log goes to the test's log first.
+// tails of its log and of its stdout and stderr go to the test's log first.
+// A failed start fails the test with those tails in the message.
 func Start(t testing.TB, opts Options) *Instance {
 	t.Helper()
 	Root(t)
-	p, err := findPaths()
-	if err != nil {
-		t.Fatalf("asterisktest: %v", err)
-	}
 	if opts.NS != nil {
 		netnstest.Require(t)
 	}
-	users, err := fillUsers(opts.Users)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	a, err := asterisk.Start(context.Background(), opts)
 	if err != nil {
-		t.Fatalf("asterisktest: %v", err)
+		t.Fatal(err)
 	}
-	dir, err := shortTempDir()
-	if err != nil {
-		t.Fatalf("asterisktest: %v", err)
-	}
-	i := &Instance{
-		Dir:      dir,
-		Username: users[0].Name,
-		Secret:   users[0].Secret,
-		Users:    users,
-		NS:       opts.NS,
-		paths:    p,
-	}
+	i := &Instance{Instance: a}
 	t.Cleanup(func() {
-		i.halt(cleanupGrace)
-		i.mu.Lock()
-		reported := i.reported
-		i.mu.Unlock()
-		if t.Failed() && !reported {
-			if tail := lastLines(i.Log(), 60); tail != "" {
-				t.Logf("asterisktest: last lines of Asterisk's log (%s):\n%s", i.logPath(), tail)
+		// The tails are read before Close removes them, and before its
+		// SIGTERM adds the shutdown's lines to them.
+		if t.Failed() && !i.reported.Load() {
+			if tail := a.LogTail(60); tail != "" {
+				t.Logf("asterisktest: last lines of Asterisk's log (%s):\n%s", a.LogPath(), tail)
 			}
-			if tail := lastLines(i.stdio(), 20); tail != "" {
+			if tail := a.StdioTail(20); tail != "" {
 				t.Logf("asterisktest: last lines of Asterisk's stdout and stderr:\n%s", tail)
 			}
 		}
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("asterisktest: removing %s: %v", dir, err)
+		if err := a.Close(); err != nil {
+			t.Error(err)
 		}
 	})
-	if err := i.writeConfig(opts); err != nil {
-		t.Fatalf("asterisktest: %v", err)
-	}
-	// The port is free when chosen but someone else can take it before
-	// Asterisk binds it; try again with another one then.
-	for try := 1; ; try++ {
-		port, err := freePort(opts.NS, "tcp")
-		if err != nil {
-			t.Fatalf("asterisktest: finding a free AMI port: %v", err)
-		}
-		i.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if err := i.writeManagerConf(port); err != nil {
-			t.Fatalf("asterisktest: %v", err)
-		}
-		err = i.start()
-		if err == nil {
-			return i
-		}
-		if errors.Is(err, errPortTaken) && try < 3 {
-			t.Logf("asterisktest: %v; trying another port", err)
-			i.halt(cleanupGrace)
-			continue
-		}
-		i.halt(0)
-		t.Fatalf("asterisktest: %v%s", err, i.failureContext())
-	}
+	return i
 }
 
-// fillUsers applies the default user and fills in missing secrets.
-func fillUsers(in []User) ([]User, error) {
-	users := append([]User(nil), in...)
-	if len(users) == 0 {
-		users = []User{{
-			Name:  "pnpd",
-			Read:  "system,user,command,reporting",
-			Write: "system,user,command,reporting,originate",
-		}}
-	}
-	seen := map[string]bool{}
-	for k := range users {
-		u := &users[k]
-		if u.Secret == "" {
-			u.Secret = randomSecret()
-		}
-		if u.Name == "" || u.Name == "general" || strings.ContainsAny(u.Name, "[]\r\n;=") {
-			return nil, fmt.Errorf("bad AMI user name %q", u.Name)
-		}
-		if seen[u.Name] {
-			return nil, fmt.Errorf("AMI user %q twice", u.Name)
-		}
-		seen[u.Name] = true
-		for _, v := range []string{u.Secret, u.Read, u.Write} {
-			if strings.ContainsAny(v, "\r\n;") {
-				return nil, fmt.Errorf("AMI user %q: value %q has a newline or ';'", u.Name, v)
-			}
-		}
-	}
-	return users, nil
-}
+// testWriter writes each line (slog writes one per Write) to the test's
+// log.
+type testWriter struct{ t testing.TB }
 
-func randomSecret() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b) // never fails
-	return hex.EncodeToString(b)
-}
-
-// shortTempDir makes the instance directory. A unix socket path has at most
-// 107 bytes, and the control socket lives at DIR/run/asterisk.ctl.
-func shortTempDir() (string, error) {
-	base := os.TempDir()
-	if len(base)+len("/ast-0123456789/run/asterisk.ctl") > 100 {
-		base = "/tmp"
-	}
-	return os.MkdirTemp(base, "ast-")
-}
-
-func (i *Instance) etc(name string) string { return filepath.Join(i.Dir, "etc", name) }
-func (i *Instance) conf() string           { return i.etc("asterisk.conf") }
-func (i *Instance) logPath() string        { return filepath.Join(i.Dir, "log", "messages.log") }
-func (i *Instance) stdioPath() string      { return filepath.Join(i.Dir, "log", "stdio.log") }
-
-// writeConfig writes every configuration file but manager.conf.
-func (i *Instance) writeConfig(opts Options) error {
-	for _, d := range []string{"etc", "run", "log", "spool", "lib", "db", "cache"} {
-		if err := os.MkdirAll(filepath.Join(i.Dir, d), 0o755); err != nil {
-			return err
-		}
-	}
-	p := i.paths
-	liveDangerously := "no"
-	if opts.LiveDangerously {
-		liveDangerously = "yes"
-	}
-	files := map[string]string{
-		"asterisk.conf": fmt.Sprintf(`; written by asterisktest
-[directories]
-astcachedir => %[1]s/cache
-astetcdir => %[1]s/etc
-astmoddir => %[2]s
-astvarlibdir => %[1]s/lib
-astdbdir => %[1]s/db
-astkeydir => %[1]s/lib
-astdatadir => %[3]s
-astagidir => %[3]s/agi-bin
-astspooldir => %[1]s/spool
-astrundir => %[1]s/run
-astlogdir => %[1]s/log
-astsbindir => %[4]s
-
-[options]
-verbose = 3
-live_dangerously = %[5]s
-
-[files]
-astctl = asterisk.ctl
-astctlpermissions = 0660
-`, i.Dir, p.modDir, p.dataDir, p.sbinDir, liveDangerously),
-		"logger.conf": `; written by asterisktest
-[general]
-dateformat = %F %T.%3q
-queue_log = no
-
-[logfiles]
-messages.log => notice,warning,error,verbose,dtmf
-`,
-		"extensions.conf": "; written by asterisktest\n[general]\n",
-		// Without a default country Asterisk warns at every start.
-		"indications.conf": indicationsConf,
-	}
-	var mods strings.Builder
-	mods.WriteString("; written by asterisktest\n[modules]\nautoload = no\n")
-	loaded := map[string]bool{}
-	load := func(list []string) {
-		for _, m := range list {
-			if !strings.HasSuffix(m, ".so") {
-				m += ".so"
-			}
-			if !loaded[m] {
-				loaded[m] = true
-				fmt.Fprintf(&mods, "load => %s\n", m)
-			}
-		}
-	}
-	load(baseModules)
-	if opts.PJSIP != "" {
-		load(PJSIPModules)
-		files["pjsip.conf"] = opts.PJSIP
-	}
-	load(opts.Modules)
-	files["modules.conf"] = mods.String()
-	for _, name := range quietFiles {
-		files[name] = "; written by asterisktest: defaults\n"
-	}
-	for name, content := range opts.Files {
-		if name == "" || filepath.Base(name) != name || name == "." || name == ".." {
-			return fmt.Errorf("Options.Files: %q is not a plain file name", name)
-		}
-		files[name] = content
-	}
-	for name, content := range files {
-		if err := os.WriteFile(i.etc(name), []byte(content), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (i *Instance) writeManagerConf(port int) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, `; written by asterisktest
-[general]
-enabled = yes
-bindaddr = 127.0.0.1
-port = %d
-webenabled = no
-`, port)
-	for _, u := range i.Users {
-		fmt.Fprintf(&b, "\n[%s]\nsecret = %s\ndeny = 0.0.0.0/0.0.0.0\npermit = 127.0.0.1/255.255.255.255\nread = %s\nwrite = %s\n",
-			u.Name, u.Secret, u.Read, u.Write)
-	}
-	return os.WriteFile(i.etc("manager.conf"), []byte(b.String()), 0o600)
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
 
 // WriteFile writes a configuration file into the instance's etc directory,
 // for a test that then reloads a module (CLI "module reload ...").
 func (i *Instance) WriteFile(t testing.TB, name, content string) {
 	t.Helper()
-	if name == "" || filepath.Base(name) != name || name == "." || name == ".." {
-		t.Fatalf("asterisktest: WriteFile: %q is not a plain file name", name)
+	if err := i.Instance.WriteFile(name, content); err != nil {
+		t.Fatal(err)
 	}
-	if err := os.WriteFile(i.etc(name), []byte(content), 0o644); err != nil {
-		t.Fatalf("asterisktest: %v", err)
-	}
-}
-
-// command returns the command line that runs the root's asterisk with
-// args, through sid's loader.
-func (i *Instance) command(ctx context.Context, ns *netns.NS, args ...string) *exec.Cmd {
-	full := append([]string{"--library-path", i.paths.libDir, i.paths.asterisk}, args...)
-	var cmd *exec.Cmd
-	if ns != nil {
-		cmd = ns.Command(ctx, i.paths.loader, full...)
-	} else {
-		cmd = exec.CommandContext(ctx, i.paths.loader, full...)
-	}
-	cmd.Dir = i.Dir
-	return cmd
 }
 
 // Wrapper writes an executable script into the instance's directory that
@@ -546,210 +133,11 @@ func (i *Instance) command(ctx context.Context, ns *netns.NS, args ...string) *e
 // not run in a namespace.
 func (i *Instance) Wrapper(t testing.TB) string {
 	t.Helper()
-	if i.NS != nil {
-		t.Fatal("asterisktest: Wrapper: the instance runs in a namespace")
-	}
-	path := filepath.Join(i.Dir, "asterisk")
-	script := fmt.Sprintf("#!/bin/sh\nexec %q --library-path %q %q -C %q \"$@\"\n",
-		i.paths.loader, i.paths.libDir, i.paths.asterisk, i.conf())
-	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+	path, err := i.Instance.Wrapper()
+	if err != nil {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// errPortTaken: Asterisk booted, but another process holds its AMI port.
-var errPortTaken = errors.New("the AMI port is held by another process")
-
-// start starts Asterisk and waits until it has fully booted. On error the
-// process may still run.
-func (i *Instance) start() error {
-	i.mu.Lock()
-	if i.cmd != nil {
-		i.mu.Unlock()
-		return errors.New("Asterisk is running already")
-	}
-	stdio, err := os.OpenFile(i.stdioPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		i.mu.Unlock()
-		return err
-	}
-	defer stdio.Close()
-	fmt.Fprintf(stdio, "=== asterisktest: starting Asterisk at %s\n", time.Now().Format(time.RFC3339Nano))
-	// -f: foreground, so that the pid is Asterisk's; -n: no colours.
-	// Context is Background: the instance outlives the caller's call.
-	cmd := i.command(context.Background(), i.NS, "-C", i.conf(), "-f", "-n")
-	cmd.Stdout = stdio
-	cmd.Stderr = stdio
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Not killed with the test's process group by a ^C...
-		Setpgid: true,
-		// ...but killed when the test binary dies without cleaning up
-		// (a panic, a -timeout).
-		Pdeathsig: syscall.SIGKILL,
-	}
-	if err := cmd.Start(); err != nil {
-		i.mu.Unlock()
-		return fmt.Errorf("starting %s: %w", cmd, err)
-	}
-	done := make(chan struct{})
-	i.cmd, i.done = cmd, done
-	i.mu.Unlock()
-	go func() {
-		_ = cmd.Wait() // reaps it: a killed Asterisk leaves no zombie
-		i.mu.Lock()
-		if i.cmd == cmd {
-			i.cmd = nil
-		}
-		i.mu.Unlock()
-		close(done)
-	}()
-	return i.waitReady(cmd, done)
-}
-
-// waitReady waits for the AMI banner, then for `core waitfullybooted`, then
-// checks that the AMI port is Asterisk's own.
-func (i *Instance) waitReady(cmd *exec.Cmd, done chan struct{}) error {
-	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
-	defer cancel()
-	exited := func() error {
-		return fmt.Errorf("Asterisk (pid %d) exited while starting: %v", cmd.Process.Pid, cmd.ProcessState)
-	}
-	var lastErr error
-	for {
-		select {
-		case <-done:
-			return exited()
-		default:
-		}
-		banner, err := i.banner(ctx)
-		if err == nil && strings.HasPrefix(banner, "Asterisk Call Manager/") {
-			break
-		}
-		if err == nil {
-			err = fmt.Errorf("unexpected banner %q", banner)
-		}
-		lastErr = err
-		select {
-		case <-done:
-			return exited()
-		case <-ctx.Done():
-			return fmt.Errorf("no AMI banner on %s within %v: %v", i.Addr, StartTimeout, lastErr)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	out, err := i.cli(ctx, "core waitfullybooted")
-	if err != nil {
-		select {
-		case <-done:
-			return exited()
-		default:
-		}
-		return fmt.Errorf("core waitfullybooted: %w", err)
-	}
-	if !strings.Contains(out, "fully booted") {
-		return fmt.Errorf("core waitfullybooted answered %q", out)
-	}
-	own, err := listens(cmd.Process.Pid, i.Addr)
-	if err != nil {
-		return fmt.Errorf("checking the AMI listener: %w", err)
-	}
-	if !own {
-		return fmt.Errorf("%w (%s)", errPortTaken, i.Addr)
-	}
-	return nil
-}
-
-// banner connects to AMI and reads its first line.
-func (i *Instance) banner(ctx context.Context) (string, error) {
-	dctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	c, err := i.Dial(dctx)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	deadline, _ := ctx.Deadline()
-	if d := time.Now().Add(5 * time.Second); d.Before(deadline) {
-		deadline = d
-	}
-	_ = c.SetDeadline(deadline)
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimRight(line, "\r\n"), nil
-}
-
-// listens reports whether process pid holds the TCP listener on addr
-// ("127.0.0.1:port"): its network namespace's /proc/PID/net/tcp names the
-// listener's socket inode, which must be one of the process's descriptors.
-func listens(pid int, addr string) (bool, error) {
-	_, portText, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false, err
-	}
-	port, err := strconv.Atoi(portText)
-	if err != nil {
-		return false, err
-	}
-	table, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", pid))
-	if err != nil {
-		return false, err
-	}
-	local := fmt.Sprintf("0100007F:%04X", port)
-	inode := ""
-	for _, line := range strings.Split(string(table), "\n")[1:] {
-		f := strings.Fields(line)
-		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-		if len(f) >= 10 && f[1] == local && f[3] == "0A" {
-			inode = f[9]
-			break
-		}
-	}
-	if inode == "" {
-		return false, nil
-	}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return false, err
-	}
-	want := "socket:[" + inode + "]"
-	for _, fd := range fds {
-		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && link == want {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// Dial connects to the instance's AMI (inside its namespace when it has
-// one). The first line Asterisk sends is the banner,
-// "Asterisk Call Manager/...".
-func (i *Instance) Dial(ctx context.Context) (net.Conn, error) {
-	if i.NS != nil {
-		return i.NS.DialContext(ctx, "tcp4", i.Addr)
-	}
-	return (&net.Dialer{}).DialContext(ctx, "tcp4", i.Addr)
-}
-
-// cli runs `asterisk -rx command` against the instance's control socket.
-func (i *Instance) cli(ctx context.Context, command string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
-	defer cancel()
-	// The control socket is a file: no need to enter the namespace.
-	cmd := i.command(ctx, nil, "-C", i.conf(), "-rx", command)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		out := strings.TrimSpace(stdout.String() + "\n" + stderr.String())
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
-		}
-		return "", fmt.Errorf("asterisk -rx %q: %w: %s", command, err, out)
-	}
-	return stdout.String(), nil
 }
 
 // CLI runs a CLI command (`asterisk -C <conf> -rx command`) and returns its
@@ -758,9 +146,9 @@ func (i *Instance) cli(ctx context.Context, command string) (string, error) {
 // "Database entry not found.").
 func (i *Instance) CLI(t testing.TB, command string) string {
 	t.Helper()
-	out, err := i.cli(context.Background(), command)
+	out, err := i.Instance.CLI(context.Background(), command)
 	if err != nil {
-		t.Fatalf("asterisktest: %v", err)
+		t.Fatal(err)
 	}
 	return out
 }
@@ -770,15 +158,8 @@ func (i *Instance) CLI(t testing.TB, command string) string {
 // commits them at most once a second (see WaitAstDBCommitted).
 func (i *Instance) Kill(t testing.TB) {
 	t.Helper()
-	cmd, done := i.current()
-	if cmd == nil {
-		t.Fatalf("asterisktest: Kill: Asterisk is not running")
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-done:
-	case <-time.After(reapTimeout):
-		t.Fatalf("asterisktest: Asterisk (pid %d) not reaped %v after SIGKILL", cmd.Process.Pid, reapTimeout)
+	if err := i.Instance.Kill(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -786,38 +167,17 @@ func (i *Instance) Kill(t testing.TB) {
 // 10 s it kills it and fails the test.
 func (i *Instance) Stop(t testing.TB) {
 	t.Helper()
-	cmd, done := i.current()
-	if cmd == nil {
-		t.Fatalf("asterisktest: Stop: Asterisk is not running")
+	if err := i.Instance.Stop(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-		return
-	case <-time.After(stopTimeout):
-	}
-	i.halt(0)
-	t.Fatalf("asterisktest: Asterisk (pid %d) still ran %v after SIGTERM; killed it", cmd.Process.Pid, stopTimeout)
 }
 
 // WaitAstDBCommitted waits (up to 5 s) until Asterisk has committed every
-// AstDB write made so far, so that a Kill keeps them. Asterisk gathers
-// writes in an SQLite transaction and commits it at most once a second; the
-// transaction's rollback journal (db/astdb.sqlite3-journal) exists exactly
-// while writes wait.
+// AstDB write made so far, so that a Kill keeps them.
 func (i *Instance) WaitAstDBCommitted(t testing.TB) {
 	t.Helper()
-	journal := filepath.Join(i.Dir, "db", "astdb.sqlite3-journal")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err := os.Stat(journal)
-		if errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("asterisktest: AstDB still has uncommitted writes after 5 s (%s: %v)", journal, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := i.Instance.WaitAstDBCommitted(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -825,79 +185,8 @@ func (i *Instance) WaitAstDBCommitted(t testing.TB) {
 // configuration, AMI port and AstDB, and waits until it has fully booted.
 func (i *Instance) Start(t testing.TB) {
 	t.Helper()
-	if err := i.start(); err != nil {
-		i.halt(0)
-		t.Fatalf("asterisktest: %v%s", err, i.failureContext())
+	if err := i.Instance.Restart(context.Background()); err != nil {
+		i.reported.Store(true)
+		t.Fatal(err)
 	}
-}
-
-// PID returns the pid of the running Asterisk, or 0 when it is not running.
-func (i *Instance) PID() int {
-	cmd, _ := i.current()
-	if cmd == nil {
-		return 0
-	}
-	return cmd.Process.Pid
-}
-
-// Log returns Asterisk's log file (notices, warnings, errors and verbose
-// messages to level 3, each line stamped), all of it since the instance
-// was made: restarts append.
-func (i *Instance) Log() string {
-	b, _ := os.ReadFile(i.logPath())
-	return string(b)
-}
-
-func (i *Instance) stdio() string {
-	b, _ := os.ReadFile(i.stdioPath())
-	return string(b)
-}
-
-func (i *Instance) current() (*exec.Cmd, chan struct{}) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.cmd, i.done
-}
-
-// halt stops a running Asterisk: SIGTERM and up to grace, then SIGKILL;
-// with grace 0 straight SIGKILL. It waits until the process is reaped.
-func (i *Instance) halt(grace time.Duration) {
-	cmd, done := i.current()
-	if cmd == nil {
-		return
-	}
-	if grace > 0 {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-			return
-		case <-time.After(grace):
-		}
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-done:
-	case <-time.After(reapTimeout):
-	}
-}
-
-// failureContext is the tail of Asterisk's output and log, for a failed
-// start.
-func (i *Instance) failureContext() string {
-	i.mu.Lock()
-	i.reported = true
-	i.mu.Unlock()
-	var b strings.Builder
-	fmt.Fprintf(&b, "\n--- Asterisk's stdout and stderr (%s), last lines:\n%s", i.stdioPath(), lastLines(i.stdio(), 20))
-	fmt.Fprintf(&b, "\n--- Asterisk's log (%s), last lines:\n%s", i.logPath(), lastLines(i.Log(), 40))
-	return b.String()
-}
-
-func lastLines(s string, n int) string {
-	s = strings.TrimRight(s, "\n")
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

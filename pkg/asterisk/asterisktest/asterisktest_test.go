@@ -1,11 +1,18 @@
 package asterisktest_test
 
+// These test the wrapper: its methods that take a testing.TB, and what it
+// does when the test ends. What Asterisk does is package asterisk's tests'.
+
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,224 +21,129 @@ import (
 	"github.com/pnpd/pnpd/pkg/netns/netnstest"
 )
 
-// ami is a bare AMI session over a plain connection.
-type ami struct {
-	t testing.TB
-	c net.Conn
-	r *bufio.Reader
-	n int
-}
-
-// dial connects to inst's AMI and checks the banner.
-func dial(t testing.TB, inst *asterisktest.Instance) *ami {
+// login logs into a's AMI over a plain connection and returns the
+// response's Response header.
+func login(t *testing.T, a *asterisktest.Instance) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := inst.Dial(ctx)
+	c, err := a.Dial(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	a := &ami{t: t, c: c, r: bufio.NewReader(c)}
-	banner, err := a.r.ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
+	r := bufio.NewReader(c)
+	if banner, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(banner, "Asterisk Call Manager/") {
+		t.Fatalf("banner %q, %v", banner, err)
 	}
-	if !strings.HasPrefix(banner, "Asterisk Call Manager/") {
-		t.Fatalf("banner %q", banner)
-	}
-	return a
-}
-
-// read returns the next message, header -> value.
-func (a *ami) read() map[string]string {
-	a.t.Helper()
-	m := map[string]string{}
+	fmt.Fprintf(c, "Action: Login\r\nUsername: %s\r\nSecret: %s\r\n\r\n", a.Username, a.Secret)
 	for {
-		line, err := a.r.ReadString('\n')
+		line, err := r.ReadString('\n')
 		if err != nil {
-			a.t.Fatalf("reading AMI: %v (so far %v)", err, m)
+			t.Fatalf("reading AMI: %v", err)
 		}
-		line = strings.TrimRight(line, "\r\n")
-		if line == "" {
-			if len(m) == 0 {
-				continue
-			}
-			return m
-		}
-		k, v, _ := strings.Cut(line, ":")
-		m[k] = strings.TrimSpace(v)
-	}
-}
-
-// action sends an action (header lines "Key: value") and returns its
-// response, skipping events.
-func (a *ami) action(lines ...string) map[string]string {
-	a.t.Helper()
-	a.n++
-	id := fmt.Sprintf("t%d", a.n)
-	msg := strings.Join(lines, "\r\n") + "\r\nActionID: " + id + "\r\n\r\n"
-	if _, err := a.c.Write([]byte(msg)); err != nil {
-		a.t.Fatal(err)
-	}
-	for {
-		m := a.read()
-		if _, ok := m["Response"]; ok && m["ActionID"] == id {
-			return m
+		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "Response: "); ok {
+			return v
 		}
 	}
 }
 
-func (a *ami) login(user, secret string) map[string]string {
-	a.t.Helper()
-	return a.action("Action: Login", "Username: "+user, "Secret: "+secret)
-}
-
-func TestLoginAndAstDB(t *testing.T) {
+// TestLifecycle runs an instance through every method of the wrapper, then
+// checks that the test's end stopped it and removed its directory.
+func TestLifecycle(t *testing.T) {
 	t.Parallel()
-	start := time.Now()
-	inst := asterisktest.Start(t, asterisktest.Options{})
-	t.Logf("started in %v: dir %s, AMI %s, pid %d", time.Since(start), inst.Dir, inst.Addr, inst.PID())
-
-	a := dial(t, inst)
-	if m := a.login(inst.Username, inst.Secret); m["Response"] != "Success" {
-		t.Fatalf("login: %v", m)
-	}
-	if m := a.action("Action: Ping"); m["Response"] != "Success" {
-		t.Fatalf("ping: %v", m)
-	}
-	bad := dial(t, inst)
-	if m := bad.login(inst.Username, inst.Secret+"x"); m["Response"] != "Error" {
-		t.Fatalf("login with a wrong secret: %v", m)
-	}
-
-	if out := inst.CLI(t, "database put pnp mac/001fc11b4e1c acme"); !strings.Contains(out, "Updated database successfully") {
-		t.Fatalf("database put: %q", out)
-	}
-	if out := inst.CLI(t, "database get pnp mac/001fc11b4e1c"); !strings.Contains(out, "Value: acme") {
-		t.Fatalf("database get: %q", out)
-	}
-	// AMI sees the same AstDB.
-	if m := a.action("Action: DBGet", "Family: pnp", "Key: mac/001fc11b4e1c"); m["Response"] != "Success" {
-		t.Fatalf("DBGet: %v", m)
-	}
-	if !strings.Contains(inst.Log(), "Asterisk Ready") {
-		t.Errorf("log lacks \"Asterisk Ready\":\n%s", inst.Log())
-	}
-}
-
-func TestKillRestartKeepsAstDB(t *testing.T) {
-	t.Parallel()
-	inst := asterisktest.Start(t, asterisktest.Options{})
-	inst.CLI(t, "database put pnp mac/001fc11b4e1c acme")
-	inst.WaitAstDBCommitted(t)
-	addr, pid := inst.Addr, inst.PID()
-
-	inst.Kill(t)
-	if inst.PID() != 0 {
-		t.Fatalf("PID after Kill: %d", inst.PID())
-	}
-	start := time.Now()
-	inst.Start(t)
-	t.Logf("restarted after SIGKILL in %v", time.Since(start))
-	if inst.PID() == 0 || inst.PID() == pid || inst.Addr != addr {
-		t.Fatalf("after restart: pid %d (was %d), addr %s (was %s)", inst.PID(), pid, inst.Addr, addr)
-	}
-	if out := inst.CLI(t, "database get pnp mac/001fc11b4e1c"); !strings.Contains(out, "Value: acme") {
-		t.Fatalf("database get after Kill and Start: %q", out)
-	}
-	a := dial(t, inst)
-	if m := a.login(inst.Username, inst.Secret); m["Response"] != "Success" {
-		t.Fatalf("login after restart: %v", m)
-	}
-
-	inst.Stop(t)
-	inst.Start(t)
-	if out := inst.CLI(t, "database get pnp mac/001fc11b4e1c"); !strings.Contains(out, "Value: acme") {
-		t.Fatalf("database get after Stop and Start: %q", out)
-	}
-}
-
-// TestTwoInstances runs two at once: each has its own AstDB and port.
-func TestTwoInstances(t *testing.T) {
-	t.Parallel()
-	var insts [2]*asterisktest.Instance
-	for k := range insts {
-		insts[k] = asterisktest.Start(t, asterisktest.Options{})
-	}
-	if insts[0].Addr == insts[1].Addr || insts[0].Dir == insts[1].Dir {
-		t.Fatalf("shared: %s %s, %s %s", insts[0].Addr, insts[1].Addr, insts[0].Dir, insts[1].Dir)
-	}
-	insts[0].CLI(t, "database put pnp only first")
-	if out := insts[1].CLI(t, "database get pnp only"); !strings.Contains(out, "not found") {
-		t.Fatalf("the second instance sees the first one's AstDB: %q", out)
-	}
-	for _, inst := range insts {
-		a := dial(t, inst)
-		if m := a.login(inst.Username, inst.Secret); m["Response"] != "Success" {
-			t.Fatalf("login to %s: %v", inst.Addr, m)
+	var dir string
+	var pid int
+	t.Run("instance", func(t *testing.T) {
+		a := asterisktest.Start(t, asterisktest.Options{LiveDangerously: true})
+		dir, pid = a.Dir, a.PID()
+		if login(t, a) != "Success" {
+			t.Fatal("login failed")
 		}
-	}
-}
+		if out := a.CLI(t, "database put pnp mac/001fc11b4e1c acme"); !strings.Contains(out, "Updated database successfully") {
+			t.Fatalf("database put: %q", out)
+		}
+		a.WaitAstDBCommitted(t)
+		a.Kill(t)
+		if a.PID() != 0 {
+			t.Fatalf("PID after Kill: %d", a.PID())
+		}
+		a.Start(t)
+		a.Stop(t)
+		a.Start(t)
+		if out := a.CLI(t, "database get pnp mac/001fc11b4e1c"); !strings.Contains(out, "Value: acme") {
+			t.Fatalf("database get after Kill, Start, Stop, Start: %q", out)
+		}
+		pid = a.PID()
 
-func TestParallel(t *testing.T) {
-	for k := range 2 {
-		t.Run(fmt.Sprint(k), func(t *testing.T) {
-			t.Parallel()
-			inst := asterisktest.Start(t, asterisktest.Options{})
-			inst.CLI(t, fmt.Sprintf("database put pnp n %d", k))
-			if out := inst.CLI(t, "database get pnp n"); !strings.Contains(out, fmt.Sprintf("Value: %d", k)) {
-				t.Fatalf("database get: %q", out)
-			}
-		})
-	}
-}
-
-func TestUsersAndLiveDangerously(t *testing.T) {
-	t.Parallel()
-	inst := asterisktest.Start(t, asterisktest.Options{
-		Users: []asterisktest.User{
-			{Name: "admin", Secret: "s3cret", Read: "all", Write: "all"},
-			{Name: "reader", Read: "user", Write: "reporting"},
-		},
-		LiveDangerously: true,
-		Files: map[string]string{
-			"extensions.conf": "[general]\n[pnp-test]\nexten => s,1,NoOp(hello)\n",
-		},
+		a.WriteFile(t, "extensions.conf", "[general]\n[pnp-test]\nexten => s,1,NoOp(hello)\n")
+		a.CLI(t, "dialplan reload")
+		out, err := exec.Command(a.Wrapper(t), "-rx", "dialplan show pnp-test").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "NoOp(hello)") {
+			t.Fatalf("dialplan show through the wrapper script: %q, %v", out, err)
+		}
+		if !strings.Contains(a.Log(), "Asterisk Ready") {
+			t.Errorf("log lacks \"Asterisk Ready\":\n%s", a.Log())
+		}
 	})
-	if inst.Username != "admin" || inst.Secret != "s3cret" || len(inst.Users) != 2 || inst.Users[1].Secret == "" {
-		t.Fatalf("users: %+v", inst.Users)
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("Asterisk (pid %d) after the test: kill -0: %v", pid, err)
 	}
-	inst.CLI(t, "database put pnp mac/001fc11b4e1c acme")
-	a := dial(t, inst)
-	if m := a.login("admin", "s3cret"); m["Response"] != "Success" {
-		t.Fatalf("login: %v", m)
-	}
-	// Privileged dialplan functions answer AMI only with live_dangerously.
-	if m := a.action("Action: Getvar", "Variable: DB(pnp/mac/001fc11b4e1c)"); m["Value"] != "acme" {
-		t.Fatalf("Getvar DB(): %v", m)
-	}
-	r := dial(t, inst)
-	if m := r.login("reader", inst.Users[1].Secret); m["Response"] != "Success" {
-		t.Fatalf("login of reader: %v", m)
-	}
-	if out := inst.CLI(t, "dialplan show pnp-test"); !strings.Contains(out, "NoOp(hello)") {
-		t.Fatalf("dialplan from Options.Files: %q", out)
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after the test: %v", dir, err)
 	}
 }
 
-func TestPJSIP(t *testing.T) {
+// failingTB is a test that has failed, with its own cleanups and log.
+type failingTB struct {
+	testing.TB
+	cleanups []func()
+	logs     []string
+}
+
+func (f *failingTB) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
+func (f *failingTB) Failed() bool      { return true }
+func (f *failingTB) Logf(format string, args ...any) {
+	f.logs = append(f.logs, fmt.Sprintf(format, args...))
+}
+
+// TestFailedTestGetsLogTails: when the test failed, its log gets the
+// tails of Asterisk's log and output before the instance goes.
+func TestFailedTestGetsLogTails(t *testing.T) {
+	t.Parallel()
+	f := &failingTB{TB: t}
+	runCleanups := func() {
+		for len(f.cleanups) > 0 {
+			last := f.cleanups[len(f.cleanups)-1]
+			f.cleanups = f.cleanups[:len(f.cleanups)-1]
+			last()
+		}
+	}
+	t.Cleanup(runCleanups) // when the test stops early
+	a := asterisktest.Start(f, asterisktest.Options{})
+	runCleanups()
+	logs := strings.Join(f.logs, "\n")
+	for _, want := range []string{"last lines of Asterisk's log (" + a.LogPath() + ")", "Asterisk Ready", "last lines of Asterisk's stdout and stderr"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the failed test's log lacks %q:\n%s", want, logs)
+		}
+	}
+	if _, err := os.Stat(a.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after the cleanup: %v", a.Dir, err)
+	}
+}
+
+func TestPJSIPAndFreePort(t *testing.T) {
 	t.Parallel()
 	port := asterisktest.FreePort(t, nil, "udp")
-	inst := asterisktest.Start(t, asterisktest.Options{
+	a := asterisktest.Start(t, asterisktest.Options{
 		PJSIP: fmt.Sprintf("[transport-udp]\ntype=transport\nprotocol=udp\nbind=127.0.0.1:%d\n", port),
 	})
-	out := inst.CLI(t, "pjsip show transports")
-	if !strings.Contains(out, "transport-udp") || !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port)) {
+	out := a.CLI(t, "pjsip show transports")
+	if !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port)) {
 		t.Fatalf("pjsip show transports:\n%s", out)
 	}
-	// The transport's port is taken now.
 	if c, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 		c.Close()
 		t.Fatalf("127.0.0.1:%d is free: PJSIP did not bind it", port)
@@ -252,21 +164,18 @@ func TestNamespace(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	inst := asterisktest.Start(t, asterisktest.Options{NS: ns})
-	a := dial(t, inst)
-	if m := a.login(inst.Username, inst.Secret); m["Response"] != "Success" {
-		t.Fatalf("login: %v", m)
+	a := asterisktest.Start(t, asterisktest.Options{NS: ns})
+	if a.NS != ns {
+		t.Fatalf("NS %v, want %v", a.NS, ns)
 	}
-	// From the host's namespace the port is not Asterisk's.
-	if c, err := net.DialTimeout("tcp4", inst.Addr, time.Second); err == nil {
-		c.Close()
-		t.Logf("note: something on the host listens on %s too", inst.Addr)
+	if login(t, a) != "Success" {
+		t.Fatal("login in the namespace failed")
 	}
-	inst.CLI(t, "database put pnp ns yes")
-	inst.WaitAstDBCommitted(t)
-	inst.Kill(t)
-	inst.Start(t)
-	if out := inst.CLI(t, "database get pnp ns"); !strings.Contains(out, "Value: yes") {
+	a.CLI(t, "database put pnp ns yes")
+	a.WaitAstDBCommitted(t)
+	a.Kill(t)
+	a.Start(t)
+	if out := a.CLI(t, "database get pnp ns"); !strings.Contains(out, "Value: yes") {
 		t.Fatalf("database get after restart in the namespace: %q", out)
 	}
 }
