@@ -24,6 +24,7 @@ usage:
   pnpd ctl      [-config FILE] assign MAC TENANT | unassign MAC | tenant set NAME URL |
                                tenant list | list | reload
   pnpd doctor   [-config FILE]
+  pnpd bench    [-phones 10000] [-offer 1s] [-asterisk auto|off|required] [-pbx 10000,100000] ...
 
 Run "pnpd COMMAND -h" for the flags of one command.
 `
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = ctlCmd(args[1:], stdout, stderr)
 	case "doctor":
 		code, err = doctorCmd(args[1:], stdout, stderr)
+	case "bench":
+		err = benchCmd(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,6 +1,7 @@
 package simulate
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
@@ -321,3 +322,47 @@ func randAlnum(n int) string  { return randFrom(alnum, n) }
 // randMAC returns a random MAC (12 lower-case hex digits) in the block oui
 // (6 lower-case hex digits).
 func randMAC(oui string) string { return oui + randHex(6) }
+
+// Packet is one phone's SUBSCRIBE as NewSubscribe built it, for load
+// generators that send many phones from one socket.
+type Packet struct {
+	Raw    []byte // the whole datagram
+	CallID string
+	MAC    string // 12 lower-case hex digits
+	Port   int    // the brand's source port, also in Via and Contact
+}
+
+// NewSubscribe builds the SUBSCRIBE that a phone of the brand vendor (one of
+// phone.Brands()) with the given MAC (any spelling phone.NormalizeMAC takes;
+// empty: a random one in the brand's block) sends from ip, in the brand's
+// shape and from the brand's port, with fresh branch, tag and Call-ID, as Run
+// sends it.
+func NewSubscribe(vendor string, ip netip.Addr, mac string) (Packet, error) {
+	s := shapes[strings.ToLower(strings.TrimSpace(vendor))]
+	if s == nil {
+		return Packet{}, fmt.Errorf("%w: Vendor %q is not one of %s", ErrOptions, vendor, strings.Join(phone.Brands(), ", "))
+	}
+	if !ip.Is4() {
+		return Packet{}, fmt.Errorf("%w: %s is not an IPv4 address", ErrOptions, ip)
+	}
+	if mac == "" {
+		mac = randMAC(s.oui)
+	} else {
+		n, ok := phone.NormalizeMAC(mac)
+		if !ok {
+			return Packet{}, fmt.Errorf("%w: MAC %q is not a MAC", ErrOptions, mac)
+		}
+		mac = n
+	}
+	sub := buildSubscribe(s, s.newParams(ip, s.port, mac))
+	return Packet{Raw: sub.raw, CallID: sub.callID, MAC: mac, Port: s.port}, nil
+}
+
+// OUI returns the block (6 lower-case hex digits) that the brand's captured
+// phone has its MAC from, or "" for an unknown brand.
+func OUI(vendor string) string {
+	if s := shapes[strings.ToLower(strings.TrimSpace(vendor))]; s != nil {
+		return s.oui
+	}
+	return ""
+}

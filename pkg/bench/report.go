@@ -1,0 +1,247 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Targets of the measurement (docs/BENCHMARKS.md).
+const (
+	targetSingleRatio = 0.10 // pnpd's single 200 median ÷ Asterisk's 401 median, at most
+	targetStormP99    = 2.0  // storm 200 p99 ÷ the minimal responder's, at most
+	targetThroughput  = 0.5  // saturation rate ÷ the minimal responder's, at least
+	targetParseRatio  = 5.0  // gosip ÷ ours, at least
+	targetParseAllocs = 2    // our allocations per SUBSCRIBE, at most
+	targetLoad100k    = 5 * time.Second
+	targetRSS100k     = 100 << 20
+)
+
+// targetStormAll is how soon all phones of a storm offered within one
+// second must be provisioned; it scales with Options.Offer.
+func targetStormAll(offer time.Duration) time.Duration { return offer * 12 / 10 }
+
+// Write prints the report as one Markdown table, then its notes.
+func (rep *Report) Write(w io.Writer) {
+	o := rep.Options
+	fmt.Fprintf(w, "pnpd bench, %s, %d CPUs, Linux %s, took %s\n", rep.Start.UTC().Format("2006-01-02 15:04 MST"),
+		rep.CPUs, rep.Kernel, rep.Took.Round(time.Second))
+	fmt.Fprintf(w, "storm: %d phones (7 brands, distinct MACs and addresses) offered within %s; single: %d phones %s apart; saturation: %d phones, %d in flight\n\n",
+		o.Phones, o.Offer, o.Singles, o.Gap, o.Phones, o.Outstanding)
+	t := &table{}
+	t.row("#", "measure", "pnpd", "yardstick", "ratio", "target")
+	rep.latencyRows(t)
+	rep.stormRows(t)
+	rep.saturationRows(t)
+	rep.parseRows(t)
+	rep.pbxRows(t)
+	t.write(w)
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "\nnote: %s", n)
+	}
+	if len(rep.Notes) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, set := range []map[string]*Round{rep.Single, rep.Storm, rep.Saturation} {
+		for _, who := range []string{"pnpd", "minimal"} {
+			if rd := set[who]; rd != nil && len(rd.Warnings) > 0 {
+				fmt.Fprintf(w, "\n%s logged warnings:\n  %s\n", who, strings.Join(rd.Warnings, "\n  "))
+			}
+		}
+	}
+}
+
+func (rep *Report) latencyRows(t *table) {
+	p, m, a := rep.Single["pnpd"], rep.Single["minimal"], rep.Single["asterisk"]
+	if p != nil {
+		yard, ratio, target := "Asterisk's 401: not measured", "", "≤ 0.10 × Asterisk's 401"
+		if a != nil && len(a.Out.Latencies) > 0 {
+			yard = "Asterisk's 401: " + medP99(a.Out.Latencies) + codes(a.Out.Codes, 401)
+			r := float64(median(p.Out.Latencies)) / float64(median(a.Out.Latencies))
+			ratio = fmt.Sprintf("%.3f", r)
+			target += verdict(r <= targetSingleRatio)
+		}
+		t.row("1", fmt.Sprintf("200 latency, single phones (%d): median / p99", p.Out.Phones),
+			medP99(p.Out.Latencies)+codes(p.Out.Codes, 200), yard, ratio, target)
+		if m != nil {
+			t.row("1", "200 latency, single phones: against the minimal responder", medP99(p.Out.Latencies),
+				"minimal: "+medP99(m.Out.Latencies), ratioOf(median(p.Out.Latencies), median(m.Out.Latencies)), "")
+		}
+	}
+	sp, sm := rep.Storm["pnpd"], rep.Storm["minimal"]
+	if sp != nil && sm != nil {
+		r := float64(percentile(sp.Out.Latencies, 0.99)) / float64(percentile(sm.Out.Latencies, 0.99))
+		t.row("1", "200 latency under load (the storm): median / p99", medP99(sp.Out.Latencies),
+			"minimal: "+medP99(sm.Out.Latencies), fmt.Sprintf("p99 %.2f", r),
+			"p99 ≤ 2 × minimal's"+verdict(r <= targetStormP99))
+	}
+}
+
+func (rep *Report) stormRows(t *table) {
+	p, m := rep.Storm["pnpd"], rep.Storm["minimal"]
+	if p == nil || m == nil {
+		return
+	}
+	o := rep.Options
+	allTarget := targetStormAll(o.Offer)
+	t.row("2", "storm: every phone NOTIFYed and its 200 at the responder, after the first SUBSCRIBE",
+		dur(p.AllDone()), "minimal: "+dur(m.AllDone()), ratioOf(p.AllDone(), m.AllDone()),
+		"≤ "+dur(allTarget)+verdict(p.AllDone() > 0 && p.AllDone() <= allTarget && p.Out.Notified == p.Out.Phones))
+	t.row("2", "storm: phones with a NOTIFY (with a URL) / whose 200 the responder logged",
+		fmt.Sprintf("%d (%d) / %d of %d", p.Out.Notified, p.Out.WithURL, p.Confirmed, p.Out.Phones),
+		fmt.Sprintf("minimal: %d / %d of %d", m.Out.Notified, m.Confirmed, m.Out.Phones), "",
+		"all"+verdict(p.Out.Notified == p.Out.Phones && p.Out.WithURL == p.Out.Phones && p.Confirmed >= p.Out.Phones))
+	t.row("2", "storm: exchanges/s over the whole storm", rate(p.Out.Done, p.AllDone()),
+		"minimal: "+rate(m.Out.Done, m.AllDone()), "", "")
+	t.row("2", "storm: SUBSCRIBE retransmissions / NOTIFYs beyond one per phone",
+		fmt.Sprintf("%d / %d", p.Out.Retransmissions(), p.Out.Notifies-p.Out.Notified),
+		fmt.Sprintf("minimal: %d / %d", m.Out.Retransmissions(), m.Out.Notifies-m.Out.Notified), "", "")
+	t.row("2", "storm: kernel receive-buffer drops, responder / phones",
+		fmt.Sprintf("%d / %d", p.Resp.RcvbufErrors, p.Phones.RcvbufErrors),
+		fmt.Sprintf("minimal: %d / %d", m.Resp.RcvbufErrors, m.Phones.RcvbufErrors), "", "")
+	t.row("2", "storm: responder CPU per 1,000 exchanges (the phones' CPU for the storm)",
+		fmt.Sprintf("%s (%s)", dur(p.CPUPer1000()), dur(p.Bench)),
+		fmt.Sprintf("minimal: %s (%s)", dur(m.CPUPer1000()), dur(m.Bench)), ratioOf(p.CPUPer1000(), m.CPUPer1000()), "")
+	t.row("2", "storm: responder RSS, peak (when ready)", fmt.Sprintf("%s (%s)", mb(p.HWM), mb(p.IdleRSS)),
+		fmt.Sprintf("minimal: %s (%s)", mb(m.HWM), mb(m.IdleRSS)), "", "")
+}
+
+func (rep *Report) saturationRows(t *table) {
+	p, m := rep.Saturation["pnpd"], rep.Saturation["minimal"]
+	if p == nil || m == nil {
+		return
+	}
+	r := p.Rate() / m.Rate()
+	t.row("3", fmt.Sprintf("saturation: exchanges/s, %d in flight", rep.Options.Outstanding),
+		fmt.Sprintf("%.0f", p.Rate()), fmt.Sprintf("minimal: %.0f", m.Rate()), fmt.Sprintf("%.2f", r),
+		"≥ 0.5 × minimal's"+verdict(r >= targetThroughput))
+	t.row("3", "saturation: 200 latency median / p99", medP99(p.Out.Latencies), "minimal: "+medP99(m.Out.Latencies), "", "")
+	t.row("3", "saturation: receive-buffer drops, responder / phones; CPU per 1,000",
+		fmt.Sprintf("%d / %d; %s", p.Resp.RcvbufErrors, p.Phones.RcvbufErrors, dur(p.CPUPer1000())),
+		fmt.Sprintf("minimal: %d / %d; %s", m.Resp.RcvbufErrors, m.Phones.RcvbufErrors, dur(m.CPUPer1000())), "", "")
+}
+
+func (rep *Report) parseRows(t *table) {
+	var ratios []float64
+	for _, r := range rep.Parse {
+		ours := fmt.Sprintf("%.0f ns, %.0f B, %.0f allocs (sip.Parse: %.0f)", r.Ours.NsPerOp, r.Ours.BytesPerOp, r.Ours.AllocsPerOp, r.New.AllocsPerOp)
+		if r.GosipErr != nil {
+			t.row("5", "parse "+r.Packet, ours, r.GosipErr.Error(), "", "")
+			continue
+		}
+		ratios = append(ratios, r.Ratio())
+		ok := r.Ratio() >= targetParseRatio && r.New.AllocsPerOp <= targetParseAllocs
+		t.row("5", "parse "+r.Packet, ours,
+			fmt.Sprintf("gosip ParseMsg: %.0f ns, %.0f B, %.0f allocs", r.Gosip.NsPerOp, r.Gosip.BytesPerOp, r.Gosip.AllocsPerOp),
+			fmt.Sprintf("%.1f×", r.Ratio()), "≥ 5×, ≤ 2 allocs"+verdict(ok))
+	}
+	if len(ratios) > 0 {
+		slices.Sort(ratios)
+		t.row("5", "parse: median ratio over the packets gosip takes", "", "", fmt.Sprintf("%.1f×", ratios[len(ratios)/2]), "")
+	}
+}
+
+func (rep *Report) pbxRows(t *table) {
+	x := rep.PBX
+	if x == nil {
+		return
+	}
+	for _, s := range x.Sizes {
+		target := ""
+		if s.Phones >= 100000 {
+			target = "< 5 s" + verdict(s.Load() < targetLoad100k)
+		}
+		t.row("6", fmt.Sprintf("PBX: load %d phones (%d entries), DBGetTree + snapshot, median of %d", s.Phones, s.Entries, len(s.Loads)),
+			dur(s.Load()), fmt.Sprintf("filled with DBPut in %s", dur(s.Fill)), "", target)
+	}
+	if len(x.Sizes) > 0 {
+		biggest := x.Sizes[len(x.Sizes)-1]
+		target := ""
+		if biggest.Phones >= 100000 {
+			target = "< 100 MB" + verdict(x.ServeRSS < targetRSS100k)
+		}
+		idle := ""
+		if p := rep.Single["pnpd"]; p != nil {
+			idle = "pnpd without PBX: " + mb(p.IdleRSS)
+		}
+		t.row("6", fmt.Sprintf("PBX: pnpd serve RSS holding %d entries (peak); its own load took", x.ServeEntries),
+			fmt.Sprintf("%s (%s); %s", mb(x.ServeRSS), mb(x.ServeHWM), x.ServeTook), idle, "", target)
+	}
+	if len(x.Get) > 0 {
+		t.row("6", fmt.Sprintf("PBX: DBGet round trip (%d): median / p99", len(x.Get)), medP99(x.Get), "", "", "")
+	}
+}
+
+// verdict is appended to a target.
+func verdict(ok bool) string {
+	if ok {
+		return ": met"
+	}
+	return ": MISSED"
+}
+
+func codes(c map[int]int, want int) string {
+	var other []string
+	for code, n := range c {
+		if code != want {
+			other = append(other, fmt.Sprintf("%d×%d", n, code))
+		}
+	}
+	if len(other) == 0 {
+		return ""
+	}
+	slices.Sort(other)
+	return " (also " + strings.Join(other, ", ") + ")"
+}
+
+func medP99(d []time.Duration) string {
+	if len(d) == 0 {
+		return "none"
+	}
+	return dur(median(d)) + " / " + dur(percentile(d, 0.99))
+}
+
+func ratioOf(a, b time.Duration) string {
+	if b == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.2f", float64(a)/float64(b))
+}
+
+func rate(n int, d time.Duration) string {
+	if d <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.0f", float64(n)/d.Seconds())
+}
+
+// dur prints a duration with three significant digits or so.
+func dur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%d µs", d.Microseconds())
+	case d < time.Second:
+		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/(1<<20)) }
+
+// table is a Markdown table.
+type table struct{ rows [][]string }
+
+func (t *table) row(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) write(w io.Writer) {
+	for i, r := range t.rows {
+		fmt.Fprintf(w, "| %s |\n", strings.Join(r, " | "))
+		if i == 0 {
+			fmt.Fprintf(w, "|%s\n", strings.Repeat("---|", len(r)))
+		}
+	}
+}
