@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/pnpd/pnpd/pkg/netns"
 	"github.com/pnpd/pnpd/pkg/phone"
@@ -144,12 +145,24 @@ func (f *Fleet) listen(port int) (*net.UDPConn, error) {
 	p := ipv4.NewPacketConn(c)
 	_ = p.SetMulticastLoopback(false)
 	_ = p.SetMulticastTTL(1)
-	if rc, err := c.SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) {
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, phoneRecvBuffer) != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, phoneRecvBuffer)
-			}
-		})
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, phoneRecvBuffer) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, phoneRecvBuffer)
+		}
+		// The kernel stamps each datagram as it reaches the socket: the
+		// latencies are the responder's and the link's, not the time this
+		// process takes to wake up and read.
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	})
+	if err = errors.Join(err, serr); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("bench: SO_TIMESTAMPNS on the phones' socket: %w", err)
 	}
 	return c, nil
 }
@@ -166,21 +179,37 @@ func (f *Fleet) Close() {
 
 func (f *Fleet) now() int64 { return int64(time.Since(f.epoch)) }
 
+// arrival is when a datagram reached the socket, from its SCM_TIMESTAMPNS
+// (the wall clock), or now when it has none.
+func (f *Fleet) arrival(oob []byte) int64 {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err == nil {
+		for _, m := range msgs {
+			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+				ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+				return int64(time.Unix(ts.Unix()).Sub(f.epoch.Round(0)))
+			}
+		}
+	}
+	return f.now()
+}
+
 // receive reads one socket until it is closed.
 func (f *Fleet) receive(c *net.UDPConn) {
 	buf := make([]byte, 65536)
+	oob := make([]byte, 128)
 	out := make([]byte, 0, 2048)
 	var m sip.Message
 	var b sip.Builder
 	for {
-		n, src, err := c.ReadFromUDPAddrPort(buf)
+		n, oobn, _, src, err := c.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		at := f.now()
+		at := f.arrival(oob[:oobn])
 		if m.Parse(buf[:n]) != nil {
 			f.stray()
 			continue
@@ -387,7 +416,7 @@ func (f *Fleet) Run(ctx context.Context, p Phase) (Outcome, error) {
 				break
 			}
 			ph := &f.members[next]
-			ph.sent, ph.sends = now, 1
+			ph.sent, ph.sends = f.now(), 1
 			if len(queues) == 0 {
 				queues = append(queues, nil)
 			}

@@ -571,11 +571,11 @@ func (r *run) pbxData(ctx context.Context, inst *asterisk.Instance) error {
 	if rep.Get, err = dbGetRTT(ctx, c, familyOf(sizes[0]), 200); err != nil {
 		return err
 	}
-	// pnpd serve holding the largest family, on another port than
+	// pnpd serve holding the largest family, on another group port than
 	// Asterisk's 5060.
 	largest := sizes[len(sizes)-1]
 	cfg := filepath.Join(r.workDir, "pnpd-pbx.toml")
-	text := fmt.Sprintf("[sip]\ninterfaces = [%q]\nmode = \"bind\"\nport = 5061\n\n[ami]\naddress = %q\nusername = %q\nsecret = %q\nfamily = %q\n",
+	text := fmt.Sprintf("[sip]\ninterfaces = [%q]\nmode = \"bind\"\ngroup = \"224.0.1.75:5061\"\n\n[ami]\naddress = %q\nusername = %q\nsecret = %q\nfamily = %q\n",
 		r.lab.RespIf, inst.Addr, inst.Username, inst.Secret, familyOf(largest))
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return err
