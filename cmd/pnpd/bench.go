@@ -76,6 +76,7 @@ func benchResponderCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench responder", stderr)
 	iface := fs.String("iface", "", "interface to join the group on (required)")
 	port := fs.Int("port", 5060, "the group's port")
+	spin := fs.Bool("spin", false, "never sleep: poll the socket, one core busy (to show what waking up costs)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -84,7 +85,7 @@ func benchResponderCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	st, err := bench.Minimal{Iface: *iface, Port: *port}.Serve(ctx, func() {
+	st, err := bench.Minimal{Iface: *iface, Port: *port, Spin: *spin}.Serve(ctx, func() {
 		fmt.Fprintf(stderr, "minimal responder ready on %s port %d\n", *iface, *port)
 	})
 	if err != nil {

@@ -69,6 +69,14 @@ func (rep *Report) latencyRows(t *table) {
 			t.row("1", "200 latency, single phones: against the minimal responder", medP99(p.Out.Latencies),
 				"minimal: "+medP99(m.Out.Latencies), ratioOf(median(p.Out.Latencies), median(m.Out.Latencies)), "")
 		}
+		if s := rep.Single["spinning"]; s != nil {
+			yard := "spinning minimal: " + medP99(s.Out.Latencies)
+			if a != nil && len(a.Out.Latencies) > 0 {
+				yard += fmt.Sprintf(" (%.3f × Asterisk's)", float64(median(s.Out.Latencies))/float64(median(a.Out.Latencies)))
+			}
+			t.row("1", "200 latency, single phones: against a minimal responder that never sleeps (one core spinning)",
+				medP99(p.Out.Latencies), yard, ratioOf(median(p.Out.Latencies), median(s.Out.Latencies)), "")
+		}
 	}
 	sp, sm := rep.Storm["pnpd"], rep.Storm["minimal"]
 	if sp != nil && sm != nil {

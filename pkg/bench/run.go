@@ -142,7 +142,7 @@ type Report struct {
 	CPUs    int
 	Kernel  string
 
-	Single     map[string]*Round // "pnpd", "minimal", "asterisk"
+	Single     map[string]*Round // "pnpd", "minimal", "spinning" (the minimal one, never asleep), "asterisk"
 	Storm      map[string]*Round // "pnpd", "minimal"
 	Saturation map[string]*Round // "pnpd", "minimal"
 	PBX        *PBXReport
@@ -295,9 +295,9 @@ func (r *run) startResponder(ctx context.Context, who string) (*responder, error
 			return nil, err
 		}
 		p, err = startProc(ctx, r.lab.Resp, "pnpd serve", " msg=ready ", r.o.Exe, "serve", "-config", cfg)
-	case "minimal":
-		p, err = startProc(ctx, r.lab.Resp, "minimal responder", "minimal responder ready", r.o.Exe,
-			"bench", "responder", "-iface", r.lab.RespIf)
+	case "minimal", "spinning":
+		p, err = startProc(ctx, r.lab.Resp, who+" responder", "minimal responder ready", r.o.Exe,
+			"bench", "responder", "-iface", r.lab.RespIf, "-spin="+fmt.Sprint(who == "spinning"))
 	default:
 		return nil, fmt.Errorf("bench: no responder %q", who)
 	}
@@ -309,7 +309,7 @@ func (r *run) startResponder(ctx context.Context, who string) (*responder, error
 		p.kill()
 		return nil, err
 	}
-	return &responder{p: p, idleRSS: u.RSS, minimal: who == "minimal"}, nil
+	return &responder{p: p, idleRSS: u.RSS, minimal: who != "pnpd"}, nil
 }
 
 // round runs one phase against a fresh responder process.
@@ -389,7 +389,7 @@ func phaseName(ph Phase) string {
 }
 
 func (r *run) singles(ctx context.Context) error {
-	for _, who := range []string{"pnpd", "minimal"} {
+	for _, who := range []string{"pnpd", "minimal", "spinning"} {
 		rd, err := r.round(ctx, who, Phase{Count: r.o.Singles, Outstanding: 1, Gap: r.o.Gap, Notify: true})
 		if rd != nil {
 			r.rep.Single[who] = rd
