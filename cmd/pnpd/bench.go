@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os/signal"
@@ -28,7 +29,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Phones, "phones", bench.DefaultPhones, "phones in the boot storm and in the saturation run (each its own MAC and address)")
 	fs.DurationVar(&o.Offer, "offer", bench.DefaultOffer, "the storm's first SUBSCRIBEs are spread over this long")
 	fs.IntVar(&o.Singles, "singles", bench.DefaultSingles, "phones sent one at a time for the single-phone latency")
-	fs.DurationVar(&o.Gap, "gap", bench.DefaultGap, "pause between single phones")
+	fs.DurationVar(&o.Gap, "gap", bench.DefaultGap, "pause after each single phone")
 	fs.IntVar(&o.Outstanding, "outstanding", bench.DefaultOutstanding, "phones in flight at once in the saturation run")
 	fs.StringVar(&o.Asterisk, "asterisk", bench.AsteriskAuto, "the real Asterisk (401 latency, PBX data): auto (when scripts/asterisk-root prepared one), off or required")
 	pbxSizes := fs.String("pbx", "10000,100000", "PBX families to fill and load, phones each, comma-separated; \"\" for none")
@@ -56,15 +57,28 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	o.Logger = log
-	if *timeout <= 0 {
-		return fmt.Errorf("%w: -timeout must be positive", errUsage)
+	// Zero in bench.Options means "the default"; on the command line it is
+	// a mistake.
+	for name, v := range map[string]int{"phones": o.Phones, "singles": o.Singles, "outstanding": o.Outstanding} {
+		if v < 1 {
+			return fmt.Errorf("%w: -%s %d: want at least 1", errUsage, name, v)
+		}
+	}
+	for name, v := range map[string]time.Duration{"offer": o.Offer, "gap": o.Gap, "parse-time": o.ParseTime, "phase-limit": o.PhaseLimit, "timeout": *timeout} {
+		if v <= 0 {
+			return fmt.Errorf("%w: -%s %v: want a positive duration", errUsage, name, v)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	rep, err := bench.Run(ctx, o)
+	if errors.Is(err, bench.ErrOptions) {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
 	if rep != nil && (err == nil || len(rep.Single) > 0) {
+		// What was measured before a failure is still worth reading.
 		rep.Write(stdout)
 	}
 	return err

@@ -343,8 +343,8 @@ func TestOptionsDefaults(t *testing.T) {
 		{"phase limit negative", Options{PhaseLimit: -time.Second}, "negative"},
 		{"parse time negative", Options{ParseTime: -time.Millisecond}, "negative"},
 		{"asterisk mode unknown", Options{Asterisk: "maybe"}, `-asterisk "maybe"`},
-		{"PBX size 0", Options{PBXSizes: []int{10, 0}}, "PBX size 0"},
-		{"PBX size too large", Options{PBXSizes: []int{1_000_001}}, "PBX size 1000001"},
+		{"PBX size 0", Options{PBXSizes: []int{10, 0}}, "-pbx size 0"},
+		{"PBX size too large", Options{PBXSizes: []int{1_000_001}}, "-pbx size 1000001"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			o := tt.o
@@ -412,26 +412,48 @@ func udpRxQueue(t *testing.T, port int) (int64, bool) {
 }
 
 func TestMinimalServeLoopback(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		spin bool
+	}{
+		{"blocking reads", false},
+		{"spinning", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testMinimalServe(t, tt.spin) })
+	}
+}
+
+// testMinimalServe has the minimal responder on lo answer one SUBSCRIBE
+// sent to it by unicast, take the phone's 200, and count both.
+func testMinimalServe(t *testing.T, spin bool) {
 	port := freeUDPPort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	type result struct {
-		st  MinimalStats
-		err error
-	}
-	done := make(chan result, 1)
+	// Serve's results, to read once done is closed.
+	var st MinimalStats
+	var serveErr error
+	done := make(chan struct{})
 	ready := make(chan struct{})
 	go func() {
-		st, err := Minimal{Iface: "lo", Port: port}.Serve(ctx, func() { close(ready) })
-		done <- result{st, err}
+		defer close(done)
+		st, serveErr = Minimal{Iface: "lo", Port: port, Spin: spin}.Serve(ctx, func() { close(ready) })
+	}()
+	// The responder must have returned when the test ends, spinning or not.
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Serve still runs 10 s after its context ended")
+		}
 	}()
 	select {
 	case <-ready:
-	case r := <-done:
-		if r.err != nil && strings.Contains(r.err.Error(), "joining") {
-			t.Skipf("the minimal responder cannot join its group on lo here: %v", r.err)
+	case <-done:
+		if serveErr != nil && strings.Contains(serveErr.Error(), "joining") {
+			t.Skipf("the minimal responder cannot join its group on lo here: %v", serveErr)
 		}
-		t.Fatalf("Serve returned before it was ready: %+v, %v", r.st, r.err)
+		t.Fatalf("Serve returned before it was ready: %+v, %v", st, serveErr)
 	case <-time.After(10 * time.Second):
 		t.Fatal("the minimal responder not ready within 10 s")
 	}
@@ -509,16 +531,15 @@ func TestMinimalServeLoopback(t *testing.T) {
 		t.Fatal("the responder did not read the 200 within 10 s")
 	}
 	cancel()
-	var r result
 	select {
-	case r = <-done:
+	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return within 10 s of its context ending")
 	}
-	if r.err != nil {
-		t.Fatalf("Serve: %v", r.err)
+	if serveErr != nil {
+		t.Fatalf("Serve: %v", serveErr)
 	}
-	if r.st.Subscribes != 1 || r.st.Others != 1 || r.st.SendErrors != 0 || r.st.LastOther.IsZero() {
-		t.Errorf("stats %+v, want 1 SUBSCRIBE, 1 other, no send errors, a LastOther", r.st)
+	if st.Subscribes != 1 || st.Others != 1 || st.SendErrors != 0 || st.LastOther.IsZero() {
+		t.Errorf("stats %+v, want 1 SUBSCRIBE, 1 other, no send errors, a LastOther", st)
 	}
 }

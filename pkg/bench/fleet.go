@@ -94,7 +94,7 @@ func NewFleet(ns *netns.NS, ifname string, first netip.Addr, n int) (*Fleet, err
 	f := &Fleet{
 		ns: ns, ifindex: ifi.Index, conns: map[int]*net.UDPConn{},
 		members: make([]member, n), byCallID: make(map[string]int32, n),
-		epoch: time.Now(),
+		epoch: time.Now().Round(0),
 	}
 	addr := first
 	for i := range f.members {
@@ -177,7 +177,10 @@ func (f *Fleet) Close() {
 	}
 }
 
-func (f *Fleet) now() int64 { return int64(time.Since(f.epoch)) }
+// now is the time since the epoch on the wall clock, the clock of the
+// kernel's arrival stamps (a monotonic reading would drift from them when
+// the clock is slewed).
+func (f *Fleet) now() int64 { return int64(time.Now().Round(0).Sub(f.epoch)) }
 
 // arrival is when a datagram reached the socket, from its SCM_TIMESTAMPNS
 // (the wall clock), or now when it has none.
@@ -187,7 +190,7 @@ func (f *Fleet) arrival(oob []byte) int64 {
 		for _, m := range msgs {
 			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
 				ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
-				return int64(time.Unix(ts.Unix()).Sub(f.epoch.Round(0)))
+				return int64(time.Unix(ts.Unix()).Sub(f.epoch))
 			}
 		}
 	}

@@ -21,6 +21,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ErrOptions: Options are invalid; the message names the option.
+var ErrOptions = errors.New("bench: bad options")
+
 // Defaults of Options.
 const (
 	DefaultPhones      = 10000
@@ -116,19 +119,19 @@ func (o *Options) defaults() error {
 	}
 	switch {
 	case o.Phones < 1 || o.Phones > MaxPhones:
-		return fmt.Errorf("bench: -phones %d: want 1 to %d", o.Phones, MaxPhones)
+		return fmt.Errorf("%w: -phones %d: want 1 to %d", ErrOptions, o.Phones, MaxPhones)
 	case o.Singles < 1 || o.Singles > MaxPhones:
-		return fmt.Errorf("bench: -singles %d: want 1 to %d", o.Singles, MaxPhones)
+		return fmt.Errorf("%w: -singles %d: want 1 to %d", ErrOptions, o.Singles, MaxPhones)
 	case o.Outstanding < 1:
-		return fmt.Errorf("bench: -outstanding %d: want at least 1", o.Outstanding)
+		return fmt.Errorf("%w: -outstanding %d: want at least 1", ErrOptions, o.Outstanding)
 	case o.Offer < 0 || o.Gap < 0 || o.PhaseLimit < 0 || o.ParseTime < 0:
-		return errors.New("bench: durations must not be negative")
+		return fmt.Errorf("%w: durations must not be negative", ErrOptions)
 	case o.Asterisk != AsteriskAuto && o.Asterisk != AsteriskOff && o.Asterisk != AsteriskRequired:
-		return fmt.Errorf("bench: -asterisk %q: want auto, off or required", o.Asterisk)
+		return fmt.Errorf("%w: -asterisk %q: want auto, off or required", ErrOptions, o.Asterisk)
 	}
 	for _, n := range o.PBXSizes {
 		if n < 1 || n > 1_000_000 {
-			return fmt.Errorf("bench: PBX size %d: want 1 to 1,000,000", n)
+			return fmt.Errorf("%w: -pbx size %d: want 1 to 1,000,000", ErrOptions, n)
 		}
 	}
 	return nil
@@ -230,6 +233,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Options: o, Start: time.Now(), CPUs: runtimeCPUs(), Kernel: kernel(),
 		Single: map[string]*Round{}, Storm: map[string]*Round{}, Saturation: map[string]*Round{},
 	}}
+	defer func() { r.rep.Took = time.Since(r.rep.Start) }()
 	var err error
 	if r.workDir, err = os.MkdirTemp("", "pnpd-bench-"); err != nil {
 		return nil, err
@@ -269,7 +273,6 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return r.rep, fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
-	r.rep.Took = time.Since(r.rep.Start)
 	return r.rep, nil
 }
 
@@ -547,8 +550,8 @@ func (r *run) pbxData(ctx context.Context, inst *asterisk.Instance) error {
 	if err != nil {
 		return fmt.Errorf("bench: AMI: %w", err)
 	}
+	// The report shows the PBX part only once all of it is measured.
 	rep := &PBXReport{}
-	r.rep.PBX = rep
 	sizes := slices.Sorted(slices.Values(r.o.PBXSizes))
 	for _, n := range sizes {
 		fam := familyOf(n)
@@ -599,7 +602,11 @@ func (r *run) pbxData(ctx context.Context, inst *asterisk.Instance) error {
 		return err
 	}
 	rep.ServeRSS, rep.ServeHWM = u.RSS, u.HWM
-	return p.stop()
+	if err := p.stop(); err != nil {
+		return err
+	}
+	r.rep.PBX = rep
+	return nil
 }
 
 // field returns the value of key=value in a line of pnpd's log.
