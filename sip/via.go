@@ -80,7 +80,7 @@ func (v Via) Branch() []byte {
 // wants an IPv6 address without brackets here). RFC 3581 section 4 wants received
 // whenever rport is filled in, so callers that fill rport should pass addReceived =
 // true. A v that ParseVia refuses is appended unchanged.
-func AppendViaReceived(dst []byte, v []byte, ip string, rport int, addReceived bool) []byte {
+func AppendViaReceived[S ~string | ~[]byte](dst []byte, v []byte, ip S, rport int, addReceived bool) []byte {
 	v = trimWS(v)
 	via, err := ParseVia(v)
 	if err != nil {

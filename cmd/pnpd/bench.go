@@ -31,11 +31,13 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Singles, "singles", bench.DefaultSingles, "phones sent one at a time for the single-phone latency")
 	fs.DurationVar(&o.Gap, "gap", bench.DefaultGap, "pause after each single phone")
 	fs.IntVar(&o.Outstanding, "outstanding", bench.DefaultOutstanding, "phones in flight at once in the saturation run")
+	fs.IntVar(&o.Rounds, "rounds", bench.DefaultRounds, "rounds of the storm and of the saturation run for each responder (the table gives medians)")
 	fs.StringVar(&o.Asterisk, "asterisk", bench.AsteriskAuto, "the real Asterisk (401 latency, PBX data): auto (when scripts/asterisk-root prepared one), off or required")
 	pbxSizes := fs.String("pbx", "10000,100000", "PBX families to fill and load, phones each, comma-separated; \"\" for none")
 	fs.StringVar(&o.Packets, "packets", "sip/testdata/phones", "directory of SUBSCRIBE packets for the parser comparison; \"\" for none")
 	fs.DurationVar(&o.ParseTime, "parse-time", bench.DefaultParseTime, "time per parser and packet")
 	fs.DurationVar(&o.PhaseLimit, "phase-limit", bench.DefaultPhaseLimit, "bound of each phase")
+	fs.StringVar(&o.Exe, "exe", "", "the pnpd binary to measure, to compare two builds (default: this one)")
 	timeout := fs.Duration("timeout", benchTimeout, "bound of the whole run")
 	level := fs.String("log-level", "info", "progress log level: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
@@ -59,7 +61,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	o.Logger = log
 	// Zero in bench.Options means "the default"; on the command line it is
 	// a mistake.
-	for name, v := range map[string]int{"phones": o.Phones, "singles": o.Singles, "outstanding": o.Outstanding} {
+	for name, v := range map[string]int{"phones": o.Phones, "singles": o.Singles, "outstanding": o.Outstanding, "rounds": o.Rounds} {
 		if v < 1 {
 			return fmt.Errorf("%w: -%s %d: want at least 1", errUsage, name, v)
 		}

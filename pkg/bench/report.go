@@ -28,8 +28,8 @@ func (rep *Report) Write(w io.Writer) {
 	o := rep.Options
 	fmt.Fprintf(w, "pnpd bench, %s, %d CPUs, Linux %s, took %s\n", rep.Start.UTC().Format("2006-01-02 15:04 MST"),
 		rep.CPUs, rep.Kernel, rep.Took.Round(time.Second))
-	fmt.Fprintf(w, "storm: %d phones (7 brands, distinct MACs and addresses) offered within %s; single: %d phones %s apart; saturation: %d phones, %d in flight\n\n",
-		o.Phones, o.Offer, o.Singles, o.Gap, o.Phones, o.Outstanding)
+	fmt.Fprintf(w, "storm: %d phones (7 brands, distinct MACs and addresses) offered within %s; single: %d phones %s apart; saturation: %d phones, %d in flight; storm and saturation: medians of %d rounds each\n\n",
+		o.Phones, o.Offer, o.Singles, o.Gap, o.Phones, o.Outstanding, o.Rounds)
 	t := &table{}
 	t.row("#", "measure", "pnpd", "yardstick", "ratio", "target")
 	rep.latencyRows(t)
@@ -44,11 +44,15 @@ func (rep *Report) Write(w io.Writer) {
 	if len(rep.Notes) > 0 {
 		fmt.Fprintln(w)
 	}
-	for _, set := range []map[string]*Round{rep.Single, rep.Storm, rep.Saturation} {
-		for _, who := range []string{"pnpd", "minimal"} {
-			if rd := set[who]; rd != nil && len(rd.Warnings) > 0 {
-				fmt.Fprintf(w, "\n%s logged warnings:\n  %s\n", who, strings.Join(rd.Warnings, "\n  "))
-			}
+	var rounds []*Round
+	for _, who := range []string{"pnpd", "minimal"} {
+		rounds = append(rounds, rep.Single[who])
+		rounds = append(rounds, rep.Storm[who]...)
+		rounds = append(rounds, rep.Saturation[who]...)
+	}
+	for _, rd := range rounds {
+		if rd != nil && len(rd.Warnings) > 0 {
+			fmt.Fprintf(w, "\n%s logged warnings:\n  %s\n", rd.Who, strings.Join(rd.Warnings, "\n  "))
 		}
 	}
 }
@@ -71,11 +75,11 @@ func (rep *Report) latencyRows(t *table) {
 				medP99(p.Out.Latencies), yard, ratioOf(median(p.Out.Latencies), median(s.Out.Latencies)), "")
 		}
 	}
-	sp, sm := rep.Storm["pnpd"], rep.Storm["minimal"]
+	sp, sm := summarize(rep.Storm["pnpd"]), summarize(rep.Storm["minimal"])
 	if sp != nil && sm != nil {
-		r := float64(percentile(sp.Out.Latencies, 0.99)) / float64(percentile(sm.Out.Latencies, 0.99))
-		t.row("1", "200 latency under load (the storm): median / p99", medP99(sp.Out.Latencies),
-			"minimal: "+medP99(sm.Out.Latencies), fmt.Sprintf("p99 %.2f", r),
+		r := float64(sp.p99) / float64(sm.p99)
+		t.row("1", "200 latency under load (the storm): median / p99", sp.latency(),
+			"minimal: "+sm.latency(), fmt.Sprintf("p99 %.2f", r),
 			"p99 ≤ 2 × minimal's"+verdict(r <= targetStormP99))
 	}
 	if p != nil {
@@ -92,47 +96,121 @@ func (rep *Report) latencyRows(t *table) {
 }
 
 func (rep *Report) stormRows(t *table) {
-	p, m := rep.Storm["pnpd"], rep.Storm["minimal"]
+	p, m := summarize(rep.Storm["pnpd"]), summarize(rep.Storm["minimal"])
 	if p == nil || m == nil {
 		return
 	}
 	o := rep.Options
 	allTarget := targetStormAll(o.Offer)
 	t.row("2", "storm: every phone NOTIFYed and its 200 at the responder, after the first SUBSCRIBE",
-		dur(p.AllDone()), "minimal: "+dur(m.AllDone()), ratioOf(p.AllDone(), m.AllDone()),
-		"≤ "+dur(allTarget)+verdict(p.AllDone() > 0 && p.AllDone() <= allTarget && p.Out.Notified == p.Out.Phones))
-	t.row("2", "storm: phones with a NOTIFY (with a URL) / whose 200 the responder logged",
-		fmt.Sprintf("%d (%d) / %d of %d", p.Out.Notified, p.Out.WithURL, p.Confirmed, p.Out.Phones),
-		fmt.Sprintf("minimal: %d / %d of %d", m.Out.Notified, m.Confirmed, m.Out.Phones), "",
-		"all"+verdict(p.Out.Notified == p.Out.Phones && p.Out.WithURL == p.Out.Phones && p.Confirmed >= p.Out.Phones))
-	t.row("2", "storm: exchanges/s over the whole storm", rate(p.Out.Done, p.AllDone()),
-		"minimal: "+rate(m.Out.Done, m.AllDone()), "", "")
-	t.row("2", "storm: SUBSCRIBE retransmissions / NOTIFYs beyond one per phone",
-		fmt.Sprintf("%d / %d", p.Out.Retransmissions(), p.Out.Notifies-p.Out.Notified),
-		fmt.Sprintf("minimal: %d / %d", m.Out.Retransmissions(), m.Out.Notifies-m.Out.Notified), "", "")
-	t.row("2", "storm: kernel receive-buffer drops, responder / phones",
-		fmt.Sprintf("%d / %d", p.Resp.RcvbufErrors, p.Phones.RcvbufErrors),
-		fmt.Sprintf("minimal: %d / %d", m.Resp.RcvbufErrors, m.Phones.RcvbufErrors), "", "")
+		dur(p.allDone), "minimal: "+dur(m.allDone), ratioOf(p.allDone, m.allDone),
+		"≤ "+dur(allTarget)+verdict(p.worstDone > 0 && p.worstDone <= allTarget && p.complete()))
+	t.row("2", "storm: phones with a NOTIFY (with a URL) / whose 200 the responder logged, fewest in a round",
+		fmt.Sprintf("%d (%d) / %d of %d", p.notified, p.withURL, p.confirmed, p.phones),
+		fmt.Sprintf("minimal: %d / %d of %d", m.notified, m.confirmed, m.phones), "",
+		"all"+verdict(p.complete()))
+	t.row("2", "storm: exchanges/s over the whole storm", fmt.Sprintf("%.0f", p.stormRate),
+		fmt.Sprintf("minimal: %.0f", m.stormRate), "", "")
+	t.row("2", "storm: SUBSCRIBE retransmissions / NOTIFYs beyond one per phone, most in a round",
+		fmt.Sprintf("%d / %d", p.retrans, p.extraNotifies),
+		fmt.Sprintf("minimal: %d / %d", m.retrans, m.extraNotifies), "", "")
+	t.row("2", "storm: kernel receive-buffer drops, responder / phones, all rounds",
+		fmt.Sprintf("%d / %d", p.dropsResp, p.dropsPhones),
+		fmt.Sprintf("minimal: %d / %d", m.dropsResp, m.dropsPhones), "", "")
 	t.row("2", "storm: responder CPU per 1,000 exchanges (the phones' CPU for the storm)",
-		fmt.Sprintf("%s (%s)", dur(p.CPUPer1000()), dur(p.Bench)),
-		fmt.Sprintf("minimal: %s (%s)", dur(m.CPUPer1000()), dur(m.Bench)), ratioOf(p.CPUPer1000(), m.CPUPer1000()), "")
-	t.row("2", "storm: responder RSS, peak (when ready)", fmt.Sprintf("%s (%s)", mb(p.HWM), mb(p.IdleRSS)),
-		fmt.Sprintf("minimal: %s (%s)", mb(m.HWM), mb(m.IdleRSS)), "", "")
+		fmt.Sprintf("%s (%s)", dur(p.cpu1000), dur(p.bench)),
+		fmt.Sprintf("minimal: %s (%s)", dur(m.cpu1000), dur(m.bench)), ratioOf(p.cpu1000, m.cpu1000), "")
+	t.row("2", "storm: responder RSS, peak (when ready)", fmt.Sprintf("%s (%s)", mb(p.hwm), mb(p.idle)),
+		fmt.Sprintf("minimal: %s (%s)", mb(m.hwm), mb(m.idle)), "", "")
 }
 
 func (rep *Report) saturationRows(t *table) {
-	p, m := rep.Saturation["pnpd"], rep.Saturation["minimal"]
+	p, m := summarize(rep.Saturation["pnpd"]), summarize(rep.Saturation["minimal"])
 	if p == nil || m == nil {
 		return
 	}
-	r := p.Rate() / m.Rate()
+	r := p.rate / m.rate
 	t.row("3", fmt.Sprintf("saturation: exchanges/s, %d in flight", rep.Options.Outstanding),
-		fmt.Sprintf("%.0f", p.Rate()), fmt.Sprintf("minimal: %.0f", m.Rate()), fmt.Sprintf("%.2f", r),
+		fmt.Sprintf("%.0f", p.rate), fmt.Sprintf("minimal: %.0f", m.rate), fmt.Sprintf("%.2f", r),
 		"≥ 0.5 × minimal's"+verdict(r >= targetThroughput))
-	t.row("3", "saturation: 200 latency median / p99", medP99(p.Out.Latencies), "minimal: "+medP99(m.Out.Latencies), "", "")
-	t.row("3", "saturation: receive-buffer drops, responder / phones; CPU per 1,000",
-		fmt.Sprintf("%d / %d; %s", p.Resp.RcvbufErrors, p.Phones.RcvbufErrors, dur(p.CPUPer1000())),
-		fmt.Sprintf("minimal: %d / %d; %s", m.Resp.RcvbufErrors, m.Phones.RcvbufErrors, dur(m.CPUPer1000())), "", "")
+	t.row("3", "saturation: 200 latency median / p99", p.latency(), "minimal: "+m.latency(), "", "")
+	t.row("3", "saturation: receive-buffer drops, responder / phones, all rounds; CPU per 1,000",
+		fmt.Sprintf("%d / %d; %s", p.dropsResp, p.dropsPhones, dur(p.cpu1000)),
+		fmt.Sprintf("minimal: %d / %d; %s", m.dropsResp, m.dropsPhones, dur(m.cpu1000)), "", "")
+}
+
+// summary is one responder's rounds of a phase: the median of each
+// figure, the worst of the counts.
+type summary struct {
+	rounds             int
+	p50, p99           time.Duration
+	allDone, worstDone time.Duration
+	rate, stormRate    float64
+	cpu1000, bench     time.Duration
+	hwm, idle          int64
+	phones, notified   int
+	withURL, confirmed int
+	retrans            int
+	extraNotifies      int
+	dropsResp          uint64
+	dropsPhones        uint64
+}
+
+func summarize(rs []*Round) *summary {
+	if len(rs) == 0 {
+		return nil
+	}
+	s := &summary{rounds: len(rs), phones: rs[0].Out.Phones, notified: -1, withURL: -1, confirmed: -1}
+	var p50, p99, all, cpu, bench []time.Duration
+	var rate, stormRate []float64
+	for _, r := range rs {
+		p50 = append(p50, median(r.Out.Latencies))
+		p99 = append(p99, percentile(r.Out.Latencies, 0.99))
+		all = append(all, r.AllDone())
+		s.worstDone = max(s.worstDone, r.AllDone())
+		cpu = append(cpu, r.CPUPer1000())
+		bench = append(bench, r.Bench)
+		rate = append(rate, r.Rate())
+		if d := r.AllDone(); d > 0 {
+			stormRate = append(stormRate, float64(r.Out.Done)/d.Seconds())
+		}
+		s.hwm, s.idle = max(s.hwm, r.HWM), max(s.idle, r.IdleRSS)
+		s.notified = minCount(s.notified, r.Out.Notified)
+		s.withURL = minCount(s.withURL, r.Out.WithURL)
+		s.confirmed = minCount(s.confirmed, r.Confirmed)
+		s.retrans = max(s.retrans, r.Out.Retransmissions())
+		s.extraNotifies = max(s.extraNotifies, r.Out.Notifies-r.Out.Notified)
+		s.dropsResp += r.Resp.RcvbufErrors
+		s.dropsPhones += r.Phones.RcvbufErrors
+	}
+	s.p50, s.p99, s.allDone, s.cpu1000, s.bench = median(p50), median(p99), median(all), median(cpu), median(bench)
+	s.rate, s.stormRate = medianFloat(rate), medianFloat(stormRate)
+	return s
+}
+
+// complete: in every round every phone had its NOTIFY with a URL and the
+// responder its 200.
+func (s *summary) complete() bool {
+	return s.notified == s.phones && s.withURL == s.phones && s.confirmed >= s.phones
+}
+
+func (s *summary) latency() string {
+	return dur(s.p50) + " / " + dur(s.p99)
+}
+
+func minCount(a, b int) int {
+	if a < 0 {
+		return b
+	}
+	return min(a, b)
+}
+
+func medianFloat(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	return s[len(s)/2]
 }
 
 func (rep *Report) parseRows(t *table) {

@@ -31,6 +31,7 @@ const (
 	DefaultSingles     = 200
 	DefaultGap         = 5 * time.Millisecond
 	DefaultOutstanding = 256
+	DefaultRounds      = 3
 	DefaultPhaseLimit  = 60 * time.Second
 	DefaultParseTime   = 300 * time.Millisecond
 	// MaxPhones bounds the fleet: the phones' /16 less a margin.
@@ -65,6 +66,9 @@ type Options struct {
 	Gap     time.Duration
 	// Outstanding: phones in flight at once in the saturation run.
 	Outstanding int
+	// Rounds of the storm and of the saturation run, for each responder;
+	// the report gives the median of each figure over them.
+	Rounds int
 	// Asterisk: AsteriskAuto, AsteriskOff or AsteriskRequired.
 	Asterisk string
 	// PBXSizes: the PBX families loaded (phones each); nil: DefaultPBXSizes;
@@ -96,6 +100,7 @@ func (o *Options) defaults() error {
 	set(&o.Phones, DefaultPhones)
 	set(&o.Singles, DefaultSingles)
 	set(&o.Outstanding, DefaultOutstanding)
+	set(&o.Rounds, DefaultRounds)
 	if o.Offer == 0 {
 		o.Offer = DefaultOffer
 	}
@@ -124,6 +129,8 @@ func (o *Options) defaults() error {
 		return fmt.Errorf("%w: -singles %d: want 1 to %d", ErrOptions, o.Singles, MaxPhones)
 	case o.Outstanding < 1:
 		return fmt.Errorf("%w: -outstanding %d: want at least 1", ErrOptions, o.Outstanding)
+	case o.Rounds < 1 || o.Rounds > 20:
+		return fmt.Errorf("%w: -rounds %d: want 1 to 20", ErrOptions, o.Rounds)
 	case o.Offer < 0 || o.Gap < 0 || o.PhaseLimit < 0 || o.ParseTime < 0:
 		return fmt.Errorf("%w: durations must not be negative", ErrOptions)
 	case o.Asterisk != AsteriskAuto && o.Asterisk != AsteriskOff && o.Asterisk != AsteriskRequired:
@@ -146,8 +153,10 @@ type Report struct {
 	Kernel  string
 
 	Single     map[string]*Round // "pnpd", "minimal", "spinning" (the minimal one, never asleep), "asterisk"
-	Storm      map[string]*Round // "pnpd", "minimal"
-	Saturation map[string]*Round // "pnpd", "minimal"
+	// Storm and Saturation hold Options.Rounds rounds of each of "pnpd"
+	// and "minimal", run in turn.
+	Storm      map[string][]*Round
+	Saturation map[string][]*Round
 	PBX        *PBXReport
 	Parse      []ParseRow
 	Notes      []string // what was left out, and why
@@ -231,7 +240,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	r := &run{o: o, log: o.Logger, rep: &Report{
 		Options: o, Start: time.Now(), CPUs: runtimeCPUs(), Kernel: kernel(),
-		Single: map[string]*Round{}, Storm: map[string]*Round{}, Saturation: map[string]*Round{},
+		Single: map[string]*Round{}, Storm: map[string][]*Round{}, Saturation: map[string][]*Round{},
 	}}
 	defer func() { r.rep.Took = time.Since(r.rep.Start) }()
 	var err error
@@ -405,26 +414,25 @@ func (r *run) singles(ctx context.Context) error {
 }
 
 func (r *run) storms(ctx context.Context) error {
-	for _, who := range []string{"pnpd", "minimal"} {
-		rd, err := r.round(ctx, who, Phase{Count: r.o.Phones, Offer: r.o.Offer, Notify: true})
-		if rd != nil {
-			r.rep.Storm[who] = rd
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return r.rounds(ctx, r.rep.Storm, Phase{Count: r.o.Phones, Offer: r.o.Offer, Notify: true})
 }
 
 func (r *run) saturation(ctx context.Context) error {
-	for _, who := range []string{"pnpd", "minimal"} {
-		rd, err := r.round(ctx, who, Phase{Count: r.o.Phones, Outstanding: r.o.Outstanding, Notify: true})
-		if rd != nil {
-			r.rep.Saturation[who] = rd
-		}
-		if err != nil {
-			return err
+	return r.rounds(ctx, r.rep.Saturation, Phase{Count: r.o.Phones, Outstanding: r.o.Outstanding, Notify: true})
+}
+
+// rounds runs the phase Options.Rounds times against pnpd and the minimal
+// responder in turn, so that both meet the machine's moods alike.
+func (r *run) rounds(ctx context.Context, into map[string][]*Round, ph Phase) error {
+	for range r.o.Rounds {
+		for _, who := range []string{"pnpd", "minimal"} {
+			rd, err := r.round(ctx, who, ph)
+			if rd != nil {
+				into[who] = append(into[who], rd)
+			}
+			if err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -28,11 +28,20 @@ func (s *Server) buildOK(m *sip.Message, via sip.Via, p Packet, tagged []byte) (
 		}
 		dst = netip.AddrPortFrom(src.Addr(), uint16(port))
 	}
-	srcIP := src.Addr().String()
-	addReceived := rport || string(via.Host) != srcIP
+	var ipb [16]byte
+	srcIP := src.Addr().AppendTo(ipb[:0])
+	addReceived := rport || !bytes.Equal(via.Host, srcIP)
 
+	// The 200 is kept for retransmitted SUBSCRIBEs: one allocation of
+	// about its size (a few received/rport bytes spare), no regrowth.
+	size := okFixed + len(m.Get(sip.HdrFrom)) + len(tagged) + len(m.Get(sip.HdrCallID)) + len(m.Get(sip.HdrCSeq))
+	for i := range m.Headers {
+		if m.Headers[i].ID == sip.HdrVia {
+			size += len(m.Headers[i].Value) + 16
+		}
+	}
 	var b sip.Builder
-	b.Reset(make([]byte, 0, 384+len(m.Get(sip.HdrVia))))
+	b.Reset(make([]byte, 0, size))
 	b.StatusLine(200, "OK")
 	first := true
 	var vbuf [256]byte
@@ -55,40 +64,73 @@ func (s *Server) buildOK(m *sip.Message, via sip.Via, p Packet, tagged []byte) (
 	b.Header("To", tagged)
 	b.Header("Call-ID", m.Get(sip.HdrCallID))
 	b.Header("CSeq", m.Get(sip.HdrCSeq))
-	b.HeaderString("Contact", "<sip:"+p.Port.Addr().String()+">")
+	var cbuf [32]byte
+	b.Header("Contact", appendContact(cbuf[:0], p.Port.Addr()))
 	b.HeaderString("Expires", "0")
 	b.HeaderString("User-Agent", userAgent)
 	return b.Body("", nil), dst
+}
+
+// Room for what the 200 and the NOTIFY write besides the headers they copy:
+// start line, header names, Contact, Expires or Max-Forwards, User-Agent,
+// Content-Type and Content-Length, with a margin.
+const (
+	okFixed     = 192
+	notifyFixed = 320
+)
+
+// appendContact appends "<sip:addr>".
+func appendContact(dst []byte, addr netip.AddrPort) []byte {
+	return append(addr.AppendTo(append(dst, "<sip:"...)), '>')
 }
 
 // buildNotify builds the NOTIFY carrying url and says where it goes: the
 // SUBSCRIBE's Contact, or its source when the Contact names no IPv4 host.
 // tagged is the SUBSCRIBE's To with our tag.
 func (s *Server) buildNotify(m *sip.Message, p Packet, branch string, tagged []byte, url string) ([]byte, netip.AddrPort) {
-	local := p.Port.Addr().String()
+	local := p.Port.Addr()
 	ruri, dst := notifyTarget(m, p.Src)
 
 	// The SUBSCRIBE's Event, as the phone wrote it, with effective-by=0
 	// (apply now) unless it says otherwise.
 	event := bytes.TrimRight(m.Get(sip.HdrEvent), "; \t")
-	if !bytes.Contains(bytes.ToLower(event), []byte("effective-by")) {
-		event = append(append(make([]byte, 0, len(event)+15), event...), ";effective-by=0"...)
+	var ebuf [256]byte
+	if !containsFold(event, "effective-by") {
+		event = append(append(ebuf[:0], event...), ";effective-by=0"...)
 	}
 
+	// The NOTIFY is kept for its retransmissions: one allocation of about
+	// its size.
+	size := notifyFixed + len(ruri) + len(branch) + len(tagged) + len(m.Get(sip.HdrFrom)) +
+		len(m.Get(sip.HdrCallID)) + len(event) + len(url)
 	var b sip.Builder
-	b.Reset(make([]byte, 0, 512+len(url)))
+	b.Reset(make([]byte, 0, size))
 	b.RequestLine("NOTIFY", ruri)
-	b.HeaderString("Via", "SIP/2.0/UDP "+local+";branch="+branch+";rport")
+	var vbuf [128]byte
+	via := append(local.AppendTo(append(vbuf[:0], "SIP/2.0/UDP "...)), ";branch="...)
+	b.Header("Via", append(append(via, branch...), ";rport"...))
 	b.HeaderString("Max-Forwards", "70")
 	b.Header("From", tagged)
 	b.Header("To", m.Get(sip.HdrFrom))
 	b.Header("Call-ID", m.Get(sip.HdrCallID))
 	b.HeaderString("CSeq", "1 NOTIFY")
-	b.HeaderString("Contact", "<sip:"+local+">")
+	var cbuf [32]byte
+	b.Header("Contact", appendContact(cbuf[:0], local))
 	b.Header("Event", event)
 	b.HeaderString("Subscription-State", "terminated;reason=timeout")
 	b.HeaderString("User-Agent", userAgent)
 	return b.Body("application/url", []byte(url)), dst
+}
+
+// containsFold reports whether b contains the lower-case ASCII word w,
+// ignoring case.
+func containsFold(b []byte, w string) bool {
+	for i := 0; i+len(w) <= len(b); i++ {
+		if bytes.EqualFold(b[i:i+len(w)], []byte(w)) {
+			return true
+		}
+	}
+	return false
 }
 
 // notifyTarget returns the NOTIFY's Request-URI, the SUBSCRIBE's first
