@@ -152,7 +152,7 @@ type Report struct {
 	CPUs    int
 	Kernel  string
 
-	Single     map[string]*Round // "pnpd", "minimal", "spinning" (the minimal one, never asleep), "asterisk"
+	Single map[string]*Round // "pnpd", "minimal", "spinning" (the minimal one, never asleep), "asterisk"
 	// Storm and Saturation hold Options.Rounds rounds of each of "pnpd"
 	// and "minimal", run in turn.
 	Storm      map[string][]*Round
