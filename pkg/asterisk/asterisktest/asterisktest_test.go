@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,8 +16,6 @@ import (
 	"time"
 
 	"github.com/pnpd/pnpd/pkg/asterisk/asterisktest"
-	"github.com/pnpd/pnpd/pkg/netns"
-	"github.com/pnpd/pnpd/pkg/netns/netnstest"
 )
 
 // login logs into a's AMI over a plain connection and returns the
@@ -131,51 +128,5 @@ func TestFailedTestGetsLogTails(t *testing.T) {
 	}
 	if _, err := os.Stat(a.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s after the cleanup: %v", a.Dir, err)
-	}
-}
-
-func TestPJSIPAndFreePort(t *testing.T) {
-	t.Parallel()
-	port := asterisktest.FreePort(t, nil, "udp")
-	a := asterisktest.Start(t, asterisktest.Options{
-		PJSIP: fmt.Sprintf("[transport-udp]\ntype=transport\nprotocol=udp\nbind=127.0.0.1:%d\n", port),
-	})
-	out := a.CLI(t, "pjsip show transports")
-	if !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port)) {
-		t.Fatalf("pjsip show transports:\n%s", out)
-	}
-	if c, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-		c.Close()
-		t.Fatalf("127.0.0.1:%d is free: PJSIP did not bind it", port)
-	}
-}
-
-func TestNamespace(t *testing.T) {
-	t.Parallel()
-	netnstest.Require(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ns, err := netns.New(ctx, netns.UniqueName("pnpdast"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	a := asterisktest.Start(t, asterisktest.Options{NS: ns})
-	if a.NS != ns {
-		t.Fatalf("NS %v, want %v", a.NS, ns)
-	}
-	if login(t, a) != "Success" {
-		t.Fatal("login in the namespace failed")
-	}
-	a.CLI(t, "database put pnp ns yes")
-	a.WaitAstDBCommitted(t)
-	a.Kill(t)
-	a.Start(t)
-	if out := a.CLI(t, "database get pnp ns"); !strings.Contains(out, "Value: yes") {
-		t.Fatalf("database get after restart in the namespace: %q", out)
 	}
 }
