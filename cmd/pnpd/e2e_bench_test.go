@@ -108,7 +108,7 @@ func TestBenchTiny(t *testing.T) {
 			return nil
 		}
 		// Every row the options call for, by part (# in the table) and
-		// measure text; Report.Write numbers its parts 1, 2, 3, 5 and 6.
+		// measure text; Report.Write numbers its parts 1 to 6.
 		want := []struct{ part, measure string }{
 			{"1", "200 latency, single phones (5): median / p99"},
 			{"1", "200 latency, single phones: against the minimal responder"},

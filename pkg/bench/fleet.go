@@ -236,20 +236,23 @@ func (f *Fleet) receive(c *net.UDPConn) {
 			continue
 		}
 		ph.notifies++
-		first := ph.notify == 0
-		if first {
+		if ph.notify == 0 {
 			ph.notify = at
 			ph.withURL = len(bytes.TrimSpace(m.Body)) > 0
 		}
-		oob := ph.oob
+		oob, ps := ph.oob, f.phase
 		f.mu.Unlock()
 
 		out = notifyOK(&b, out, &m)
 		_, _, err = c.WriteMsgUDPAddrPort(out, oob, src)
-		if first && err == nil {
+		if err == nil {
 			f.mu.Lock()
-			ph.answered = f.now()
-			f.check(ph)
+			// The first 200 that left, in the phase that received the
+			// NOTIFY (the driver may have moved on meanwhile).
+			if ph.answered == 0 && f.phase == ps {
+				ph.answered = f.now()
+				f.check(ph)
+			}
 			f.mu.Unlock()
 		}
 	}
@@ -277,6 +280,16 @@ func (f *Fleet) check(ph *member) {
 		return
 	}
 	if ps.notify && ph.code < 300 && ph.answered == 0 {
+		return
+	}
+	f.settle(ph)
+}
+
+// settle takes the phone out of the running phase: done, or given up.
+// f.mu is held.
+func (f *Fleet) settle(ph *member) {
+	ps := f.phase
+	if ph.done || ps == nil {
 		return
 	}
 	ph.done = true
@@ -440,7 +453,10 @@ func (f *Fleet) Run(ctx context.Context, p Phase) (Outcome, error) {
 					continue
 				}
 				if ph.sent+int64(timerF) <= now {
+					// Timer F: the phone gives up, and frees its place
+					// in a closed loop.
 					ph.gaveUp = true
+					f.settle(ph)
 					continue
 				}
 				if lastSend(ph, k)+int64(interval) > now {
@@ -497,7 +513,7 @@ func (f *Fleet) send(ph *member, dst netip.AddrPort) error {
 func (f *Fleet) outcome(ps *phaseState, p Phase, timedOut bool) Outcome {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	o := Outcome{Phones: p.Count, Done: ps.done, Codes: map[int]int{}, TimedOut: timedOut}
+	o := Outcome{Phones: p.Count, Codes: map[int]int{}, TimedOut: timedOut}
 	var first, last, lastNotified int64 = -1, 0, 0
 	for i := ps.first; i < ps.end; i++ {
 		ph := &f.members[i]
@@ -505,6 +521,8 @@ func (f *Fleet) outcome(ps *phaseState, p Phase, timedOut bool) Outcome {
 		o.Notifies += ph.notifies
 		if ph.gaveUp {
 			o.GaveUp++
+		} else if ph.done {
+			o.Done++
 		}
 		if ph.sent != 0 && (first < 0 || ph.sent < first) {
 			first = ph.sent

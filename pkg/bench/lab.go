@@ -98,33 +98,34 @@ func (l *Lab) FlushNeighbours(ctx context.Context) error {
 // what puts the old values back.
 func sizeNeighbours(n int, log *slog.Logger) (func() error, error) {
 	var restore []func() error
-	for _, name := range []string{"gc_thresh3", "gc_thresh2"} {
-		path := neighSysctl + name
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("bench: reading %s: %w", path, err)
-		}
-		old, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			return nil, fmt.Errorf("bench: %s: %w", path, err)
-		}
-		if old >= n {
-			continue
-		}
-		if err := os.WriteFile(path, []byte(strconv.Itoa(n)), 0o644); err != nil {
-			return nil, fmt.Errorf("bench: raising %s to %d for the phones' addresses: %w", path, n, err)
-		}
-		log.Info("neighbour table raised until the bench ends", "sysctl", path, "from", old, "to", n)
-		restore = append(restore, func() error { return os.WriteFile(path, []byte(strconv.Itoa(old)), 0o644) })
-	}
-	return func() error {
+	undo := func() error {
 		var errs []error
 		// gc_thresh2 must stay at most gc_thresh3: lower it first.
 		for i := len(restore) - 1; i >= 0; i-- {
 			errs = append(errs, restore[i]())
 		}
 		return errors.Join(errs...)
-	}, nil
+	}
+	for _, name := range []string{"gc_thresh3", "gc_thresh2"} {
+		path := neighSysctl + name
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("bench: reading %s: %w", path, err), undo())
+		}
+		old, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("bench: %s: %w", path, err), undo())
+		}
+		if old >= n {
+			continue
+		}
+		if err := os.WriteFile(path, []byte(strconv.Itoa(n)), 0o644); err != nil {
+			return nil, errors.Join(fmt.Errorf("bench: raising %s to %d for the phones' addresses: %w", path, n, err), undo())
+		}
+		log.Info("neighbour table raised until the bench ends", "sysctl", path, "from", old, "to", n)
+		restore = append(restore, func() error { return os.WriteFile(path, []byte(strconv.Itoa(old)), 0o644) })
+	}
+	return undo, nil
 }
 
 // UDPCounters are a namespace's UDP counters (/proc/net/snmp).

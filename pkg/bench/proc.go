@@ -121,6 +121,9 @@ func (p *proc) read(r io.Reader, readyMark string) {
 		}
 		p.mu.Unlock()
 	}
+	// A line too long for the scanner ends it: keep draining, so that the
+	// process never blocks on its log.
+	_, _ = io.Copy(io.Discard, r)
 }
 
 // logTime reads the time= field that starts a line of pnpd's log.

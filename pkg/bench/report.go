@@ -16,7 +16,7 @@ const (
 	targetParseRatio  = 5.0  // gosip ÷ ours, at least
 	targetParseAllocs = 2    // our allocations per SUBSCRIBE, at most
 	targetLoad100k    = 5 * time.Second
-	targetRSS100k     = 100 << 20
+	targetRSS100k     = 100_000_000 // bytes (MB, not MiB)
 )
 
 // targetStormAll is how soon all phones of a storm offered within one
@@ -29,7 +29,7 @@ func (rep *Report) Write(w io.Writer) {
 	fmt.Fprintf(w, "pnpd bench, %s, %d CPUs, Linux %s, took %s\n", rep.Start.UTC().Format("2006-01-02 15:04 MST"),
 		rep.CPUs, rep.Kernel, rep.Took.Round(time.Second))
 	fmt.Fprintf(w, "storm: %d phones (7 brands, distinct MACs and addresses) offered within %s; single: %d phones %s apart; saturation: %d phones, %d in flight; storm and saturation: medians of %d rounds each\n\n",
-		o.Phones, o.Offer, o.Singles, o.Gap, o.Phones, o.Outstanding, o.Rounds)
+		o.Phones, o.Offer, o.Singles, o.Gap, o.Phones, o.Outstanding, rep.roundsRun())
 	t := &table{}
 	t.row("#", "measure", "pnpd", "yardstick", "ratio", "target")
 	rep.latencyRows(t)
@@ -45,7 +45,7 @@ func (rep *Report) Write(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	var rounds []*Round
-	for _, who := range []string{"pnpd", "minimal"} {
+	for _, who := range []string{"pnpd", "minimal", "spinning"} {
 		rounds = append(rounds, rep.Single[who])
 		rounds = append(rounds, rep.Storm[who]...)
 		rounds = append(rounds, rep.Saturation[who]...)
@@ -76,7 +76,7 @@ func (rep *Report) latencyRows(t *table) {
 		}
 	}
 	sp, sm := summarize(rep.Storm["pnpd"]), summarize(rep.Storm["minimal"])
-	if sp != nil && sm != nil {
+	if sp != nil && sm != nil && sm.p99 > 0 {
 		r := float64(sp.p99) / float64(sm.p99)
 		t.row("1", "200 latency under load (the storm): median / p99", sp.latency(),
 			"minimal: "+sm.latency(), fmt.Sprintf("p99 %.2f", r),
@@ -104,7 +104,7 @@ func (rep *Report) stormRows(t *table) {
 	allTarget := targetStormAll(o.Offer)
 	t.row("2", "storm: every phone NOTIFYed and its 200 at the responder, after the first SUBSCRIBE",
 		dur(p.allDone), "minimal: "+dur(m.allDone), ratioOf(p.allDone, m.allDone),
-		"≤ "+dur(allTarget)+verdict(p.worstDone > 0 && p.worstDone <= allTarget && p.complete()))
+		"≤ "+dur(allTarget)+" in every round"+verdict(p.worstDone > 0 && p.worstDone <= allTarget && p.complete()))
 	t.row("2", "storm: phones with a NOTIFY (with a URL) / whose 200 the responder logged, fewest in a round",
 		fmt.Sprintf("%d (%d) / %d of %d", p.notified, p.withURL, p.confirmed, p.phones),
 		fmt.Sprintf("minimal: %d / %d of %d", m.notified, m.confirmed, m.phones), "",
@@ -126,7 +126,7 @@ func (rep *Report) stormRows(t *table) {
 
 func (rep *Report) saturationRows(t *table) {
 	p, m := summarize(rep.Saturation["pnpd"]), summarize(rep.Saturation["minimal"])
-	if p == nil || m == nil {
+	if p == nil || m == nil || m.rate == 0 {
 		return
 	}
 	r := p.rate / m.rate
@@ -264,6 +264,18 @@ func (rep *Report) pbxRows(t *table) {
 	}
 }
 
+// roundsRun is the fewest rounds any responder ran of the storm and the
+// saturation run (fewer than asked only when the run was cut short).
+func (rep *Report) roundsRun() int {
+	n := -1
+	for _, set := range []map[string][]*Round{rep.Storm, rep.Saturation} {
+		for _, who := range []string{"pnpd", "minimal"} {
+			n = minCount(n, len(set[who]))
+		}
+	}
+	return max(n, 0)
+}
+
 // verdict is appended to a target.
 func verdict(ok bool) string {
 	if ok {
@@ -320,7 +332,7 @@ func dur(d time.Duration) string {
 	return fmt.Sprintf("%.2f s", d.Seconds())
 }
 
-func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/(1<<20)) }
+func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
 
 // table is a Markdown table.
 type table struct{ rows [][]string }

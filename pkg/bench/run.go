@@ -53,8 +53,8 @@ var group = netip.AddrPortFrom(netip.AddrFrom4([4]byte{224, 0, 1, 75}), 5060)
 
 // Options configure Run. Zero values select the defaults.
 type Options struct {
-	// Exe is the pnpd binary, run as `serve` and as `bench responder`.
-	// Default: this program.
+	// Exe is the pnpd binary run as `serve`. Default: this program, which
+	// also always runs the minimal responder (`bench responder`).
 	Exe string
 	// Phones in the boot storm and in the saturation run.
 	Phones int
@@ -225,6 +225,7 @@ type PBXReport struct {
 
 type run struct {
 	o       Options
+	self    string // this program, for the minimal responder
 	log     *slog.Logger
 	lab     *Lab
 	fleet   *Fleet
@@ -244,6 +245,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}}
 	defer func() { r.rep.Took = time.Since(r.rep.Start) }()
 	var err error
+	if r.self, err = os.Executable(); err != nil {
+		return nil, fmt.Errorf("bench: this program's path: %w", err)
+	}
+	if o.Packets != "" {
+		// Found missing now, not after a minute of measuring.
+		if fi, err := os.Stat(o.Packets); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("%w: -packets %s: not a directory (run from a checkout, or pass -packets \"\" to leave the parser out)", ErrOptions, o.Packets)
+		}
+	}
 	if r.workDir, err = os.MkdirTemp("", "pnpd-bench-"); err != nil {
 		return nil, err
 	}
@@ -308,7 +318,8 @@ func (r *run) startResponder(ctx context.Context, who string) (*responder, error
 		}
 		p, err = startProc(ctx, r.lab.Resp, "pnpd serve", " msg=ready ", r.o.Exe, "serve", "-config", cfg)
 	case "minimal", "spinning":
-		p, err = startProc(ctx, r.lab.Resp, who+" responder", "minimal responder ready", r.o.Exe,
+		// Always this program's: -exe may name a pnpd without it.
+		p, err = startProc(ctx, r.lab.Resp, who+" responder", "minimal responder ready", r.self,
 			"bench", "responder", "-iface", r.lab.RespIf, "-spin="+fmt.Sprint(who == "spinning"))
 	default:
 		return nil, fmt.Errorf("bench: no responder %q", who)
@@ -350,6 +361,11 @@ func (r *run) round(ctx context.Context, who string, ph Phase) (*Round, error) {
 	ph.Target = group
 	ph.Deadline = r.o.PhaseLimit
 	out, runErr := r.fleet.Run(ctx, ph)
+	if ctx.Err() != nil {
+		// Interrupted, or the whole run's time is up: a cut round would
+		// only mislead the table (the responder may be gone already).
+		return nil, ctx.Err()
+	}
 	rd.Out = out
 	answered := out.Notified
 	if !resp.minimal {
@@ -384,7 +400,8 @@ func (r *run) round(ctx context.Context, who string, ph Phase) (*Round, error) {
 		return rd, errors.Join(runErr, stopErr)
 	}
 	if runErr != nil {
-		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("%s: a phase against %s stopped at its limit of %v with %d of %d phones done",
+		// The phase's own limit (the run's context is still live).
+		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("%s: a round against %s stopped at the phase limit of %v with %d of %d phones done; its figures are in the table",
 			phaseName(ph), who, r.o.PhaseLimit, out.Done, ph.Count))
 	}
 	return rd, stopErr
@@ -440,7 +457,7 @@ func (r *run) rounds(ctx context.Context, into map[string][]*Round, ph Phase) er
 
 func (r *run) parse(context.Context) error {
 	if r.o.Packets == "" {
-		r.rep.Notes = append(r.rep.Notes, "parser: no packets directory given")
+		r.rep.Notes = append(r.rep.Notes, "parser: left out (no -packets directory)")
 		return nil
 	}
 	rows, err := ComparePackets(r.o.Packets, r.o.ParseTime)
@@ -600,11 +617,19 @@ func (r *run) pbxData(ctx context.Context, inst *asterisk.Instance) error {
 	case line := <-p.snapshot:
 		rep.ServeEntries = atoiField(line, "entries")
 		rep.ServeTook = field(line, "took")
+	case <-p.exited:
+		return fmt.Errorf("bench: pnpd exited before its PBX snapshot:\n%s", p.lastLines())
+	case <-ctx.Done():
+		return ctx.Err()
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("bench: pnpd logged no PBX snapshot within 30 s:\n%s", p.lastLines())
 	}
 	// Let the loading's garbage be collected, as in a daemon that runs on.
-	time.Sleep(2 * time.Second)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(2 * time.Second):
+	}
 	u, err := p.usage()
 	if err != nil {
 		return err
