@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pnpd/pnpd/pkg/phone"
@@ -71,7 +72,14 @@ type exchange struct {
 	sendsDone   int // sends, read at the outcome
 	timer       *time.Timer
 	done        bool
-	expires     time.Time // when the dialog entry may go
+	// sendMu is held across each transmission of the NOTIFY (a syscall,
+	// which on a veth link also carries the datagram to the phone) and by
+	// finish: once finish has returned nothing more is sent, and s.mu, which
+	// the readers need for every datagram, is never held across a send.
+	// Taken before s.mu, never after. A pointer: outcome reads a copy of
+	// the exchange.
+	sendMu  *sync.Mutex
+	expires time.Time // when the dialog entry may go
 }
 
 func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
@@ -210,7 +218,7 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	if toTag == "" {
 		toTag = randomTag()
 	}
-	ex = &exchange{dialog: dialog, toTag: toTag, port: p.Port, id: id, src: p.Src, url: d.URL, source: d.Source,
+	ex = &exchange{sendMu: new(sync.Mutex), dialog: dialog, toTag: toTag, port: p.Port, id: id, src: p.Src, url: d.URL, source: d.Source,
 		tenant: d.Tenant, started: now, deadline: now.Add(64 * s.t1), interval: s.t1}
 	s.dialogs[dialog] = ex
 	s.inflight.Add(1) // under the lock that checked closing: Shutdown waits for it
@@ -325,21 +333,28 @@ func taggedTo(to []byte, toAddr sip.Addr, tag string) []byte {
 }
 
 // send transmits the NOTIFY and arms Timer E, never past Timer F. It
-// sends under the lock, so that once finish has returned nothing more is
-// sent for the exchange.
+// sends under the exchange's sendMu, so that once finish has returned
+// nothing more is sent for the exchange.
 func (s *Server) send(ex *exchange) {
+	ex.sendMu.Lock()
 	s.mu.Lock()
-	if ex.done {
-		s.mu.Unlock()
+	done := ex.done
+	s.mu.Unlock()
+	if done {
+		ex.sendMu.Unlock()
 		return
 	}
+	// ex.port, ex.notify and ex.dst are set before the first send and
+	// never change.
 	err := ex.port.Send(ex.notify, ex.dst)
 	if err == nil {
+		s.mu.Lock()
 		ex.sends++
 		wait := max(min(ex.interval, time.Until(ex.deadline)), 0)
 		ex.timer = time.AfterFunc(wait, func() { s.timerE(ex) })
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
+	ex.sendMu.Unlock()
 	if err != nil {
 		s.log.Warn("send NOTIFY", "dst", ex.dst.String(), "err", err)
 		s.finish(ex, outcomeSendError, 0)
@@ -403,9 +418,12 @@ func (s *Server) handleUnicast(p Packet, m *sip.Message) {
 
 // finish records the outcome of an exchange once.
 func (s *Server) finish(ex *exchange, o outcome, status int) {
+	// A NOTIFY being sent now goes out before the outcome.
+	ex.sendMu.Lock()
 	s.mu.Lock()
 	if ex.done {
 		s.mu.Unlock()
+		ex.sendMu.Unlock()
 		return
 	}
 	ex.done = true
@@ -420,6 +438,7 @@ func (s *Server) finish(ex *exchange, o outcome, status int) {
 	ex.sendsDone = sends
 	final := *ex // what outcome reads, taken under the lock
 	s.mu.Unlock()
+	ex.sendMu.Unlock()
 	s.inflight.Done()
 	s.outcome(&final, o, status)
 }
