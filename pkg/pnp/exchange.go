@@ -475,30 +475,34 @@ func (s *Server) outcome(ex *exchange, o outcome, status int) {
 	if !s.log.Enabled(context.Background(), level) {
 		return
 	}
-	attrs := []any{"outcome", o.String(), "mac", ex.id.MAC, "brand", ex.id.Brand, "model", ex.id.Model,
-		"firmware", ex.id.Firmware, "src", ex.src.String(), "iface", portName(ex.port)}
+	// Typed attributes in an array on the stack: one line per exchange
+	// is the daemon's busiest log, and a boot storm writes thousands.
+	var buf [16]slog.Attr
+	attrs := append(buf[:0], slog.String("outcome", o.String()), slog.String("mac", ex.id.MAC),
+		slog.String("brand", ex.id.Brand), slog.String("model", ex.id.Model),
+		slog.String("firmware", ex.id.Firmware), slog.Any("src", ex.src), slog.String("iface", portName(ex.port)))
 	if ex.url != "" {
-		attrs = append(attrs, "url", resolve.Redact(ex.url))
+		attrs = append(attrs, slog.String("url", resolve.Redact(ex.url)))
 	}
 	if ex.source != "" {
-		attrs = append(attrs, "decided_by", ex.source)
+		attrs = append(attrs, slog.String("decided_by", ex.source))
 	}
 	if ex.tenant != "" {
-		attrs = append(attrs, "tenant", ex.tenant)
+		attrs = append(attrs, slog.String("tenant", ex.tenant))
 	}
 	if ex.notify != nil {
-		attrs = append(attrs, "notifies", ex.sendsDone)
+		attrs = append(attrs, slog.Int("notifies", ex.sendsDone))
 	}
 	if o != outcomeObserved {
-		attrs = append(attrs, "duration", time.Since(ex.started).Round(time.Microsecond).String())
+		attrs = append(attrs, slog.Any("duration", time.Since(ex.started).Round(time.Microsecond)))
 	}
 	if status != 0 {
-		attrs = append(attrs, "status", status)
+		attrs = append(attrs, slog.Int("status", status))
 	}
 	if ex.err != nil {
-		attrs = append(attrs, "err", ex.err.Error())
+		attrs = append(attrs, slog.String("err", ex.err.Error()))
 	}
-	s.log.Log(context.Background(), level, "exchange", attrs...)
+	s.log.LogAttrs(context.Background(), level, "exchange", attrs...)
 }
 
 // observe reports ev to the Observer, if any.
