@@ -118,7 +118,7 @@ func TestBenchTiny(t *testing.T) {
 			{"2", "storm: every phone NOTIFYed and its 200 at the responder, after the first SUBSCRIBE"},
 			{"2", "storm: phones with a NOTIFY (with a URL) / whose 200 the responder logged, fewest in a round"},
 			{"2", "storm: exchanges/s over the whole storm"},
-			{"2", "storm: SUBSCRIBE retransmissions / NOTIFYs beyond one per phone, most in a round"},
+			{"2", "storm: SUBSCRIBE retransmissions / NOTIFYs beyond one per phone / phones that gave up (Timer F), most in a round"},
 			{"2", "storm: kernel receive-buffer drops, responder / phones, all rounds"},
 			{"2", "storm: responder CPU per 1,000 exchanges (the phones' CPU for the storm)"},
 			{"2", "storm: responder RSS, peak (when ready)"},

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/pnpd/pnpd/pkg/netio"
 	"github.com/pnpd/pnpd/pkg/netns"
 	"github.com/pnpd/pnpd/pkg/phone"
 	"github.com/pnpd/pnpd/pkg/simulate"
@@ -145,6 +146,7 @@ func (f *Fleet) listen(port int) (*net.UDPConn, error) {
 	p := ipv4.NewPacketConn(c)
 	_ = p.SetMulticastLoopback(false)
 	_ = p.SetMulticastTTL(1)
+	netio.SetRecvBuffer(c, phoneRecvBuffer)
 	rc, err := c.SyscallConn()
 	if err != nil {
 		c.Close()
@@ -152,9 +154,6 @@ func (f *Fleet) listen(port int) (*net.UDPConn, error) {
 	}
 	var serr error
 	err = rc.Control(func(fd uintptr) {
-		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, phoneRecvBuffer) != nil {
-			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, phoneRecvBuffer)
-		}
 		// The kernel stamps each datagram as it reaches the socket: the
 		// latencies are the responder's and the link's, not the time this
 		// process takes to wake up and read.
@@ -369,7 +368,6 @@ type Outcome struct {
 	// done (or the phase stopped); LastNotified when the last phone sent
 	// its 200 to the NOTIFY.
 	Start, End, LastNotified time.Time
-	TimedOut                 bool
 }
 
 // Retransmissions is the number of repeated SUBSCRIBEs.
@@ -481,12 +479,12 @@ func (f *Fleet) Run(ctx context.Context, p Phase) (Outcome, error) {
 		timer.Reset(tick)
 		select {
 		case <-ctx.Done():
-			return f.outcome(ps, p, true), errors.Join(ctx.Err(), sendErr)
+			return f.outcome(ps, p), errors.Join(ctx.Err(), sendErr)
 		case <-ps.wake:
 		case <-timer.C:
 		}
 	}
-	return f.outcome(ps, p, false), sendErr
+	return f.outcome(ps, p), sendErr
 }
 
 // lastSend is when the phone's k-th retransmission schedule started: the
@@ -510,10 +508,10 @@ func (f *Fleet) send(ph *member, dst netip.AddrPort) error {
 	return nil
 }
 
-func (f *Fleet) outcome(ps *phaseState, p Phase, timedOut bool) Outcome {
+func (f *Fleet) outcome(ps *phaseState, p Phase) Outcome {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	o := Outcome{Phones: p.Count, Codes: map[int]int{}, TimedOut: timedOut}
+	o := Outcome{Phones: p.Count, Codes: map[int]int{}}
 	var first, last, lastNotified int64 = -1, 0, 0
 	for i := ps.first; i < ps.end; i++ {
 		ph := &f.members[i]

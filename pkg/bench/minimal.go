@@ -64,13 +64,7 @@ func (m Minimal) Serve(ctx context.Context, ready func()) (MinimalStats, error) 
 	if err := ipv4.NewPacketConn(c).JoinGroup(ifi, &net.UDPAddr{IP: group.AsSlice()}); err != nil {
 		return st, fmt.Errorf("minimal responder: joining %s on %s: %w", group, m.Iface, err)
 	}
-	if rc, err := c.SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) {
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, netio.DefaultRecvBuffer) != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, netio.DefaultRecvBuffer)
-			}
-		})
-	}
+	netio.SetRecvBuffer(c, netio.DefaultRecvBuffer)
 	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
 	defer stop()
 	if ready != nil {

@@ -164,13 +164,13 @@ type Report struct {
 
 // Round is one responder's side of one phase.
 type Round struct {
-	Who      string
-	Out      Outcome
-	Resp     UDPCounters // the responder's namespace, during the phase
-	Phones   UDPCounters // the phones' namespace
-	CPU      time.Duration
-	Bench    time.Duration // CPU of the bench itself (the phones)
-	HWM, RSS int64
+	Who    string
+	Out    Outcome
+	Resp   UDPCounters // the responder's namespace, during the phase
+	Phones UDPCounters // the phones' namespace
+	CPU    time.Duration
+	Bench  time.Duration // CPU of the bench itself (the phones)
+	HWM    int64         // the responder's peak RSS
 	// Confirmed counts the phones' 200s to the NOTIFY that the responder
 	// says it received; LastConfirmed is when the last came.
 	Confirmed     int
@@ -381,7 +381,7 @@ func (r *run) round(ctx context.Context, who string, ph Phase) (*Round, error) {
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return nil, err
 	}
-	rd.CPU, rd.HWM, rd.RSS = uAfter.CPU-uBefore.CPU, uAfter.HWM, uAfter.RSS
+	rd.CPU, rd.HWM = uAfter.CPU-uBefore.CPU, uAfter.HWM
 	rd.Resp, rd.Phones = respAfter.Sub(respBefore), phAfter.Sub(phBefore)
 	stopped = true
 	stopErr := resp.p.stop()

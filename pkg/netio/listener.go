@@ -155,7 +155,7 @@ func Listen(cfg Config) (_ *Listener, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("netio: unicast socket on %s (%s port %d): %w", c.Name, c.Prefix.Addr(), cfg.Port, err)
 		}
-		setRecvBuffer(uc, rcvbuf)
+		SetRecvBuffer(uc, rcvbuf)
 		ifc := &Iface{name: c.Name, index: c.Index, prefix: c.Prefix, conn: uc,
 			local: netip.AddrPortFrom(c.Prefix.Addr(), uint16(uc.LocalAddr().(*net.UDPAddr).Port))}
 		l.ifaces = append(l.ifaces, ifc)
@@ -324,7 +324,10 @@ func bindGroup(group netip.AddrPort) (int, error) {
 	return fd, nil
 }
 
-func setRecvBuffer(c *net.UDPConn, n int) {
+// SetRecvBuffer asks for n bytes of receive buffer on c, beyond
+// net.core.rmem_max when the process may (CAP_NET_ADMIN), as pnpd's own
+// sockets do.
+func SetRecvBuffer(c *net.UDPConn, n int) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return
