@@ -36,6 +36,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
+	"github.com/pnpd/pnpd/pkg/asterisk"
 	"github.com/pnpd/pnpd/pkg/asterisk/asterisktest"
 	"github.com/pnpd/pnpd/pkg/config"
 	"github.com/pnpd/pnpd/pkg/netio"
@@ -54,9 +55,7 @@ const besideSIPPort = 5060
 const besideLinger = "200ms"
 
 // bsPjsipConf is a pjsip.conf with one UDP transport bound to bind.
-func bsPjsipConf(bind netip.AddrPort) string {
-	return fmt.Sprintf("[transport-udp]\ntype=transport\nprotocol=udp\nbind=%s\n", bind)
-}
+func bsPjsipConf(bind netip.AddrPort) string { return asterisk.UDPTransport(bind.String()) }
 
 // bsAsteriskBindErrors are what Asterisk logs when its transport cannot bind.
 var bsAsteriskBindErrors = []string{
@@ -154,16 +153,11 @@ func bsCheckModeLine(t *testing.T, l *lab, want string) {
 // network namespace, and lists the sockets there on addr's port.
 func heldBy(t *testing.T, pid int, addr netip.AddrPort) (bool, []netio.Holder) {
 	t.Helper()
-	hs, err := netio.PortHoldersOf(pid, int(addr.Port()))
+	held, hs, err := netio.HeldBy(pid, addr)
 	if err != nil {
 		t.Fatalf("pid %d: %v", pid, err)
 	}
-	for _, h := range hs {
-		if h.PID == pid && h.Local == addr {
-			return true, hs
-		}
-	}
-	return false, hs
+	return held, hs
 }
 
 // waitHeld waits until process pid holds a UDP socket on addr.

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pnpd/pnpd/pkg/asterisk"
 	"github.com/pnpd/pnpd/pkg/asterisk/asterisktest"
 	"github.com/pnpd/pnpd/pkg/config"
 )
@@ -104,11 +105,6 @@ func TestUnitFile(t *testing.T) {
 	if !strings.Contains(string(b), "After=network-online.target asterisk.service") {
 		t.Errorf("the unit does not start after asterisk.service")
 	}
-}
-
-// docPJSIP is a pjsip.conf whose UDP transport binds addr.
-func docPJSIP(addr string) string {
-	return "[transport-udp]\ntype=transport\nprotocol=udp\nbind=" + addr + "\n"
 }
 
 // nobodyID is the uid and gid the unprivileged runs take: it stands in for
@@ -280,7 +276,7 @@ func TestDoctorBeside(t *testing.T) {
 			if tt.unicast {
 				bind = l.pbxIP.String() + ":5060"
 			}
-			a := asterisktest.Start(t, asterisktest.Options{NS: l.pbx, PJSIP: docPJSIP(bind)})
+			a := asterisktest.Start(t, asterisktest.Options{NS: l.pbx, PJSIP: asterisk.UDPTransport(bind)})
 			e := env{l: l, pid: a.PID()}
 			waitHeld(t, e.pid, netip.MustParseAddrPort(bind))
 			if tt.join {
@@ -401,7 +397,7 @@ func TestUnprivileged(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			requireTool(t, "setpriv", "util-linux")
 			l := newLab(t)
-			a := asterisktest.Start(t, asterisktest.Options{NS: l.pbx, PJSIP: docPJSIP("0.0.0.0:5060")})
+			a := asterisktest.Start(t, asterisktest.Options{NS: l.pbx, PJSIP: asterisk.UDPTransport("0.0.0.0:5060")})
 			waitHeld(t, a.PID(), netip.MustParseAddrPort("0.0.0.0:5060"))
 			bin := nobodyBinary(t, l.bin)
 			cfg := fmt.Sprintf("[sip]\ninterfaces = [%q]\nmode = %q\n[resolve]\ndefault = \"http://prov.example/{vendor}/{mac}/\"\n", l.pbxIf, tt.mode)

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pnpd/pnpd/pkg/asterisk"
 	"github.com/pnpd/pnpd/pkg/asterisk/asterisktest"
 	"github.com/pnpd/pnpd/pkg/netns"
 )
@@ -517,7 +518,7 @@ func TestPBXRaceWith401(t *testing.T) {
 	rivalNS, rivalIf := addRival(t, l)
 	a := asterisktest.Start(t, asterisktest.Options{NS: l.pbx})
 	rival := asterisktest.Start(t, asterisktest.Options{NS: rivalNS,
-		PJSIP: "[transport-udp]\ntype=transport\nprotocol=udp\nbind=0.0.0.0:5060\n"})
+		PJSIP: asterisk.UDPTransport("0.0.0.0:5060")})
 	join := joinGroup(t, rivalNS, rivalIf)
 	defer join.Close()
 	l.start("", pbxConf(a, `refresh = "0s"`))

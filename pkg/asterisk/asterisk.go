@@ -100,6 +100,12 @@ ring = 440+480/2000,0/4000
 congestion = 480+620/250,0/250
 `
 
+// UDPTransport is a pjsip.conf with one UDP transport, "transport-udp",
+// bound to bind ("0.0.0.0:5060", "127.0.0.1:5070"...), for Options.PJSIP.
+func UDPTransport(bind string) string {
+	return "[transport-udp]\ntype=transport\nprotocol=udp\nbind=" + bind + "\n"
+}
+
 // User is a manager.conf user. Read and Write are class lists such as
 // "system,user,command".
 type User struct {

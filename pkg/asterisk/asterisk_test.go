@@ -545,7 +545,7 @@ func TestPJSIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := start(t, Options{
-		PJSIP: fmt.Sprintf("[transport-udp]\ntype=transport\nprotocol=udp\nbind=127.0.0.1:%d\n", port),
+		PJSIP: UDPTransport(fmt.Sprintf("127.0.0.1:%d", port)),
 	})
 	out := cli(t, a, "pjsip show transports")
 	if !strings.Contains(out, "transport-udp") || !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port)) {

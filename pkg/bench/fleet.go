@@ -78,7 +78,6 @@ type Fleet struct {
 	members  []member
 	byCallID map[string]int32
 	phase    *phaseState // the phase running, or nil
-	strays   int         // datagrams for no phone of ours
 }
 
 // NewFleet makes n phones with addresses from first on (consecutive) in ns,
@@ -213,13 +212,11 @@ func (f *Fleet) receive(c *net.UDPConn) {
 		}
 		at := f.arrival(oob[:oobn])
 		if m.Parse(buf[:n]) != nil {
-			f.stray()
-			continue
+			continue // not SIP: not for a phone of ours
 		}
 		f.mu.Lock()
 		i, ok := f.byCallID[string(m.Get(sip.HdrCallID))]
 		if !ok || f.phase == nil || int(i) < f.phase.first || int(i) >= f.phase.end {
-			f.strays++
 			f.mu.Unlock()
 			continue
 		}
@@ -230,7 +227,6 @@ func (f *Fleet) receive(c *net.UDPConn) {
 			continue
 		}
 		if !bytes.Equal(m.Method, []byte("NOTIFY")) {
-			f.strays++
 			f.mu.Unlock()
 			continue
 		}
@@ -261,7 +257,6 @@ func (f *Fleet) receive(c *net.UDPConn) {
 func (f *Fleet) response(ph *member, m *sip.Message, at int64) {
 	_, method, err := sip.ParseCSeq(m.Get(sip.HdrCSeq))
 	if err != nil || !bytes.Equal(method, []byte("SUBSCRIBE")) {
-		f.strays++
 		return
 	}
 	if m.StatusCode < 200 || ph.final != 0 {
@@ -298,12 +293,6 @@ func (f *Fleet) settle(ph *member) {
 	case ps.wake <- struct{}{}:
 	default:
 	}
-}
-
-func (f *Fleet) stray() {
-	f.mu.Lock()
-	f.strays++
-	f.mu.Unlock()
 }
 
 // notifyOK builds the 200 to a NOTIFY from its Via, From, To, Call-ID and

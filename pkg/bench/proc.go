@@ -38,7 +38,6 @@ type proc struct {
 
 	mu          sync.Mutex
 	ready       chan struct{}
-	readyMsg    string
 	provisioned int       // pnpd's "exchange" lines with outcome=provisioned
 	lastProv    time.Time // the time field of the last of them
 	snapshot    chan string
@@ -116,7 +115,6 @@ func (p *proc) read(r io.Reader, readyMark string) {
 			}
 		}
 		if strings.Contains(line, readyMark) {
-			p.readyMsg = line
 			once()
 		}
 		p.mu.Unlock()

@@ -481,7 +481,7 @@ func (r *run) asterisk(ctx context.Context) error {
 	}
 	inst, err := asterisk.Start(ctx, asterisk.Options{
 		NS:    r.lab.Resp,
-		PJSIP: "[transport-udp]\ntype=transport\nprotocol=udp\nbind=0.0.0.0:5060\n",
+		PJSIP: asterisk.UDPTransport(netip.AddrPortFrom(netip.IPv4Unspecified(), group.Port()).String()),
 	})
 	if err != nil {
 		return err
@@ -491,7 +491,7 @@ func (r *run) asterisk(ctx context.Context) error {
 			r.log.Warn("stopping Asterisk", "err", err)
 		}
 	}()
-	if err := waitBound(ctx, inst.PID(), group.Port()); err != nil {
+	if err := waitBound(ctx, inst.PID(), netip.AddrPortFrom(netip.IPv4Unspecified(), group.Port())); err != nil {
 		return err
 	}
 	// Asterisk's socket on 0.0.0.0:5060 gets the group's datagrams once
@@ -523,20 +523,16 @@ func (r *run) asterisk(ctx context.Context) error {
 	return r.pbxData(ctx, inst)
 }
 
-// waitBound waits until process pid holds UDP port on the wildcard address.
-func waitBound(ctx context.Context, pid int, port uint16) error {
+// waitBound waits until process pid holds a UDP socket on addr.
+func waitBound(ctx context.Context, pid int, addr netip.AddrPort) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		hs, err := netio.PortHoldersOf(pid, int(port))
-		if err == nil {
-			for _, h := range hs {
-				if h.PID == pid && h.Wildcard() {
-					return nil
-				}
-			}
+		held, hs, err := netio.HeldBy(pid, addr)
+		if held {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: Asterisk (pid %d) did not bind UDP %d within 15 s (%v)", pid, port, err)
+			return fmt.Errorf("bench: Asterisk (pid %d) did not bind UDP %s within 15 s (holders %v, %v)", pid, addr, hs, err)
 		}
 		select {
 		case <-ctx.Done():

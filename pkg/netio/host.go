@@ -47,6 +47,21 @@ const procNet = "/proc/self/net/"
 // error (udp6 may be missing: IPv6 off), never "nobody holds it".
 func PortHolders(port int) ([]Holder, error) { return portHolders(procNet, port) }
 
+// HeldBy reports whether process pid holds a UDP socket bound to addr (in
+// its own network namespace), with every holder of addr's port.
+func HeldBy(pid int, addr netip.AddrPort) (bool, []Holder, error) {
+	hs, err := PortHoldersOf(pid, int(addr.Port()))
+	if err != nil {
+		return false, nil, err
+	}
+	for _, h := range hs {
+		if h.PID == pid && h.Local == addr {
+			return true, hs, nil
+		}
+	}
+	return false, hs, nil
+}
+
 // PortHoldersOf is PortHolders for the network namespace of process pid
 // (/proc/PID/net), which may be another namespace than the caller's.
 func PortHoldersOf(pid, port int) ([]Holder, error) {

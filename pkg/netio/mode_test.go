@@ -135,6 +135,23 @@ func TestPortHolders(t *testing.T) {
 	if hs[0].Process != "" && !strings.Contains(hs[0].Process, "(pid ") {
 		t.Errorf("holder process %q", hs[0].Process)
 	}
+	if hs[0].PID == os.Getpid() {
+		local := hs[0].Local
+		for _, tt := range []struct {
+			name string
+			addr netip.AddrPort
+			want bool
+		}{
+			{"its address", local, true},
+			{"the wildcard on its port", netip.AddrPortFrom(netip.IPv4Unspecified(), local.Port()), false},
+		} {
+			t.Run("HeldBy "+tt.name, func(t *testing.T) {
+				if held, _, err := HeldBy(os.Getpid(), tt.addr); err != nil || held != tt.want {
+					t.Errorf("HeldBy(self, %s) = %v, %v; want %v", tt.addr, held, err, tt.want)
+				}
+			})
+		}
+	}
 }
 
 func TestParseProcIGMP(t *testing.T) {
