@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,7 +38,99 @@ type Config struct {
 	SIP      SIP
 	Resolve  Resolve
 	AMI      AMI
+	Policy   Policy
 	Warnings []string // things that load but are probably wrong
+}
+
+// Values of [policy] unknown, the default first.
+var UnknownModes = []string{"default", "observe", "approve"}
+
+// Defaults of the [policy] section.
+const (
+	DefaultMaxTransactions = 50000
+	DefaultTokenTTL        = 15 * time.Minute
+)
+
+// DefaultRate is the default of [policy] source_rate and mac_rate: a phone
+// sends a handful of SUBSCRIBEs when it boots (retransmissions, and
+// Grandstream's five), an address that floods sends thousands.
+var DefaultRate = Rate{N: 10, Per: 10 * time.Second}
+
+// Policy says whom pnpd answers; see the README's "Security" section.
+type Policy struct {
+	// Unknown is what a phone that no rule and no assignment names gets:
+	// "default" (the default URL, if any), "observe" (nothing) or
+	// "approve" (recorded as pending in the PBX until approved).
+	Unknown string
+	// ContactIsSource requires the Contact host to be the source address.
+	ContactIsSource bool
+	// SourceRate and MACRate bound the SUBSCRIBEs taken per source
+	// address and per MAC; a zero Rate is no limit.
+	SourceRate, MACRate Rate
+	// MaxTransactions caps the open SIP transactions.
+	MaxTransactions int
+	// AllowMACs and DenyMACs hold exact MACs (12 lower-case hex digits)
+	// and prefixes (fewer digits). Empty AllowMACs allows every MAC; a
+	// deny entry wins.
+	AllowMACs, DenyMACs []string
+	// Window answers phones only while a window opened with
+	// "pnpd ctl window open" is open.
+	Window bool
+	// Once answers a MAC that was provisioned only after "pnpd ctl rearm".
+	Once bool
+	// NeighborCheck requires the kernel's neighbour entry of the source
+	// address to hold the claimed MAC before the NOTIFY.
+	NeighborCheck bool
+	// TokenSecretFile holds the secret of {token} (an absolute path);
+	// TokenTTL is how long a token is valid.
+	TokenSecretFile string
+	TokenTTL        time.Duration
+}
+
+// Rate is N events per Per, as a token bucket of N that refills over Per.
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
+// Off reports whether the rate sets no limit.
+func (r Rate) Off() bool { return r.N <= 0 }
+
+// String writes the rate as the configuration does: "10/10s", or "off".
+func (r Rate) String() string {
+	if r.Off() {
+		return "off"
+	}
+	return fmt.Sprintf("%d/%s", r.N, r.Per)
+}
+
+// ParseRate reads "N/DURATION" ("10/10s", "600/1m"; "10/s" is 10/1s) or
+// "off".
+func ParseRate(s string) (Rate, error) {
+	s = strings.TrimSpace(s)
+	if s == "off" {
+		return Rate{}, nil
+	}
+	n, per, ok := strings.Cut(s, "/")
+	if !ok {
+		return Rate{}, fmt.Errorf("%q is not a rate such as \"10/10s\" (or \"off\")", s)
+	}
+	var r Rate
+	if _, err := fmt.Sscanf(n, "%d", &r.N); err != nil || r.N < 1 || strconv.Itoa(r.N) != n {
+		return Rate{}, fmt.Errorf("%q: the count %q is not a whole number of at least 1", s, n)
+	}
+	if per != "" && per[0] >= 'a' && per[0] <= 'z' {
+		per = "1" + per // "10/s"
+	}
+	d, err := time.ParseDuration(per)
+	if err != nil || d <= 0 {
+		return Rate{}, fmt.Errorf("%q: the period %q is not a duration such as \"10s\"", s, per)
+	}
+	if d > 24*time.Hour {
+		return Rate{}, fmt.Errorf("%q: a period over 24h is not a rate limit", s)
+	}
+	r.Per = d
+	return r, nil
 }
 
 // Defaults of the [ami] section.
@@ -166,7 +259,23 @@ type raw struct {
 		Default string    `toml:"default"`
 		Rule    []rawRule `toml:"rule"`
 	} `toml:"resolve"`
-	AMI *rawAMI `toml:"ami"`
+	AMI    *rawAMI   `toml:"ami"`
+	Policy rawPolicy `toml:"policy"`
+}
+
+type rawPolicy struct {
+	Unknown         *string  `toml:"unknown"`
+	ContactIsSource *bool    `toml:"contact_is_source"`
+	SourceRate      *string  `toml:"source_rate"`
+	MACRate         *string  `toml:"mac_rate"`
+	MaxTransactions *int     `toml:"max_transactions"`
+	AllowMACs       []string `toml:"allow_macs"`
+	DenyMACs        []string `toml:"deny_macs"`
+	Window          *bool    `toml:"window"`
+	Once            *bool    `toml:"once"`
+	NeighborCheck   *bool    `toml:"neighbor_check"`
+	TokenSecretFile *string  `toml:"token_secret_file"`
+	TokenTTL        *string  `toml:"token_ttl"`
 }
 
 type rawAMI struct {
@@ -204,7 +313,10 @@ func Parse(data []byte) (*Config, error) { return parse("", data) }
 
 // Default is the configuration used when there is no file: observe only.
 func Default() *Config {
-	return &Config{SIP: SIP{Group: DefaultGroup, Mode: Modes[0], RealtimePriority: DefaultRealtimePriority}}
+	return &Config{
+		SIP:    SIP{Group: DefaultGroup, Mode: Modes[0], RealtimePriority: DefaultRealtimePriority},
+		Policy: Policy{Unknown: UnknownModes[0], ContactIsSource: true, SourceRate: DefaultRate, MACRate: DefaultRate, MaxTransactions: DefaultMaxTransactions, TokenTTL: DefaultTokenTTL},
+	}
 }
 
 func parse(file string, data []byte) (*Config, error) {
@@ -318,6 +430,7 @@ func (v *validator) build(r *raw) *Config {
 	if r.AMI != nil {
 		cfg.AMI = v.ami(r.AMI, cfg)
 	}
+	v.policy(&r.Policy, cfg)
 	return cfg
 }
 
@@ -404,7 +517,7 @@ func HasControl(s string) bool {
 }
 
 func (v *validator) rule(i int, rr rawRule, cfg *Config) Rule {
-	key := func(k string) string { return fmt.Sprintf("resolve.rule[%d].%s", i+1, k) }
+	key := func(k string) string { return ruleKey(i, k) }
 	ru := Rule{Index: i + 1, Line: v.idx.line(fmt.Sprintf("resolve.rule[%d]", i+1))}
 	matchKeys := 0
 	if rr.MAC != nil {
@@ -473,6 +586,9 @@ func (v *validator) rule(i int, rr rawRule, cfg *Config) Rule {
 	}
 	return ru
 }
+
+// ruleKey names key of the rule at index i (0-based): "resolve.rule[2].url".
+func ruleKey(i int, key string) string { return fmt.Sprintf("resolve.rule[%d].%s", i+1, key) }
 
 func (v *validator) at(key string) string {
 	if l := v.idx.line(key); l > 0 && v.file != "" {

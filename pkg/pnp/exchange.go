@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pnpd/pnpd/pkg/phone"
+	"github.com/pnpd/pnpd/pkg/policy"
 	"github.com/pnpd/pnpd/pkg/resolve"
 	"github.com/pnpd/pnpd/sip"
 )
@@ -27,6 +28,8 @@ const (
 	outcomeSendError                  // the NOTIFY could not be sent
 	outcomeAborted                    // shut down before an outcome
 	outcomeError                      // the URL could not be decided
+	outcomePending                    // unknown, recorded for approval: not answered
+	outcomeRefused                    // refused by the policy
 	numOutcomes
 )
 
@@ -38,6 +41,8 @@ var outcomeNames = [numOutcomes]string{
 	outcomeSendError:   "send-error",
 	outcomeAborted:     "aborted",
 	outcomeError:       "error",
+	outcomePending:     "pending",
+	outcomeRefused:     "refused",
 }
 
 // String names the outcome as logs and Stats do.
@@ -84,9 +89,6 @@ type exchange struct {
 
 func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	switch {
-	case !s.allowed(p.Src.Addr()):
-		s.drop(p, dropNotAllowed, nil)
-		return
 	case !m.IsRequest():
 		s.drop(p, dropNotRequest, nil)
 		return
@@ -163,6 +165,26 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 		return
 	}
 
+	if s.pol != nil {
+		ph := policy.Phone{MAC: id.MAC, Src: p.Src.Addr(), Interface: portName(p.Port)}
+		ph.ContactIsSource, ph.Contact = contactIsSource(m, p.Src.Addr())
+		if r := s.pol.Admit(ph, now); r.Refused() {
+			if r.Reason == policy.MACRate {
+				// A flood: counted and dropped, logged by the policy
+				// once while it lasts; its retransmissions are taken
+				// anew.
+				s.forget(key)
+				s.drop(p, dropRateLimited, nil)
+				return
+			}
+			// The transaction stays, unanswered, so that its
+			// retransmissions are silent and the refusal is logged once.
+			s.observe(seen)
+			s.outcome(&exchange{id: id, src: p.Src, port: p.Port, started: now, err: r, source: "policy"}, outcomeRefused, 0)
+			return
+		}
+	}
+
 	req := resolve.Request{MAC: id.MAC, Brand: id.Brand, Model: id.Model, Version: id.Firmware,
 		IP: p.Src.Addr(), Interface: portName(p.Port)}
 	d, decided, err := s.decide(req)
@@ -174,9 +196,16 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	}
 	if decided && d.URL == "" {
 		s.observe(seen)
-		s.outcome(&exchange{id: id, src: p.Src, port: p.Port, source: d.Source, started: now}, outcomeObserved, 0)
+		o := outcomeObserved
+		if d.Pending {
+			o = outcomePending
+		}
+		s.outcome(&exchange{id: id, src: p.Src, port: p.Port, source: d.Source, started: now}, o, 0)
 		return
 	}
+	// With neighbor_check the NOTIFY waits for the kernel to resolve the
+	// phone's address, which the 200 starts: off the reader.
+	check := s.pol != nil && s.pol.NeighborCheck()
 	if !decided {
 		// The PBX must be asked: the 200 leaves now, the question is
 		// asked after it, and the NOTIFY follows only if the answer is a
@@ -222,7 +251,7 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 		tenant: d.Tenant, started: now, deadline: now.Add(64 * s.t1), interval: s.t1}
 	s.dialogs[dialog] = ex
 	s.inflight.Add(1) // under the lock that checked closing: Shutdown waits for it
-	if !decided {
+	if !decided || check {
 		s.asked.Add(1)
 	}
 	s.mu.Unlock()
@@ -231,13 +260,37 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	tagged := taggedTo(to, toAddr, toTag)
 	s.sendOK(m, via, p, tx, tagged)
 	s.observe(seen)
-	if !decided {
+	if !decided || check {
 		later := p
 		later.Data = append([]byte(nil), p.Data...)
-		go s.resolveLater(ex, later, req)
+		go s.later(ex, later, req, decided)
 		return
 	}
 	s.startNotify(ex, m, p, tagged, d.URL)
+}
+
+// contactIsSource reports whether the host of the SUBSCRIBE's first
+// Contact is src, written as an IPv4 address; when it is not, host is what
+// the Contact names ("" when none parses).
+func contactIsSource(m *sip.Message, src netip.Addr) (ok bool, host string) {
+	var contact []byte
+	sip.SplitComma(m.Get(sip.HdrContact), func(e []byte) bool {
+		contact = e
+		return false
+	})
+	a, err := sip.ParseAddr(contact)
+	if err != nil {
+		return false, ""
+	}
+	u, err := sip.ParseURI(a.URI)
+	if err != nil {
+		return false, ""
+	}
+	var buf [16]byte
+	if bytes.Equal(u.Host, src.AppendTo(buf[:0])) {
+		return true, ""
+	}
+	return false, string(u.Host)
 }
 
 // sendOK builds the 200 for the SUBSCRIBE, keeps it in its server
@@ -273,31 +326,48 @@ func (s *Server) decide(req resolve.Request) (d resolve.Decision, decided bool, 
 	return d, true, err
 }
 
-// resolveLater asks the resolver for a phone that got its 200 before its
-// URL was known, then sends the NOTIFY, or ends the exchange without one.
-func (s *Server) resolveLater(ex *exchange, p Packet, req resolve.Request) {
-	defer func() {
-		<-s.asking
-		s.asked.Done()
-	}()
-	ctx, cancel := context.WithTimeout(s.askCtx, s.resolveT)
-	d, err := s.res.Resolve(ctx, req)
-	cancel()
-	s.mu.Lock()
-	if ex.done { // aborted by Shutdown meanwhile
+// later does, off the reader, what comes between the 200 and the NOTIFY:
+// asking the resolver for a phone whose URL was not decided on the path to
+// the 200 (decided false), and the policy's neighbour check. Then it sends
+// the NOTIFY, or ends the exchange without one.
+func (s *Server) later(ex *exchange, p Packet, req resolve.Request, decided bool) {
+	defer s.asked.Done()
+	if !decided {
+		defer func() { <-s.asking }()
+		ctx, cancel := context.WithTimeout(s.askCtx, s.resolveT)
+		d, err := s.res.Resolve(ctx, req)
+		cancel()
+		s.mu.Lock()
+		if ex.done { // aborted by Shutdown meanwhile
+			s.mu.Unlock()
+			return
+		}
+		ex.url, ex.source, ex.tenant, ex.err = d.URL, d.Source, d.Tenant, err
 		s.mu.Unlock()
-		return
+		switch {
+		case err != nil:
+			s.finish(ex, outcomeError, 0)
+			return
+		case d.URL == "" && d.Pending:
+			s.finish(ex, outcomePending, 0)
+			return
+		case d.URL == "":
+			s.finish(ex, outcomeObserved, 0)
+			return
+		}
 	}
-	ex.url, ex.source, ex.tenant, ex.err = d.URL, d.Source, d.Tenant, err
+	if s.pol != nil && s.pol.NeighborCheck() {
+		if r := s.pol.CheckNeighbor(s.askCtx, portName(ex.port), ex.src.Addr(), ex.id.MAC); r.Refused() {
+			s.mu.Lock()
+			ex.err = r
+			s.mu.Unlock()
+			s.finish(ex, outcomeRefused, 0)
+			return
+		}
+	}
+	s.mu.Lock()
+	url := ex.url
 	s.mu.Unlock()
-	switch {
-	case err != nil:
-		s.finish(ex, outcomeError, 0)
-		return
-	case d.URL == "":
-		s.finish(ex, outcomeObserved, 0)
-		return
-	}
 	m := new(sip.Message)
 	if err := m.Parse(p.Data); err != nil { // parsed once already: cannot fail
 		s.mu.Lock()
@@ -307,7 +377,7 @@ func (s *Server) resolveLater(ex *exchange, p Packet, req resolve.Request) {
 		return
 	}
 	toAddr, _ := sip.ParseAddr(m.Get(sip.HdrTo))
-	s.startNotify(ex, m, p, taggedTo(m.Get(sip.HdrTo), toAddr, ex.toTag), d.URL)
+	s.startNotify(ex, m, p, taggedTo(m.Get(sip.HdrTo), toAddr, ex.toTag), url)
 }
 
 // startNotify builds the exchange's NOTIFY for url and sends it.
@@ -372,6 +442,12 @@ func (s *Server) timerE(ex *exchange) {
 	if !time.Now().Before(ex.deadline) {
 		s.mu.Unlock()
 		s.finish(ex, outcomeTimeout, 0)
+		return
+	}
+	if ex.sends >= s.maxSends {
+		// Sent as often as it may be: wait for a response until Timer F.
+		ex.timer = time.AfterFunc(max(time.Until(ex.deadline), 0), func() { s.timerE(ex) })
+		s.mu.Unlock()
 		return
 	}
 	ex.interval = min(2*ex.interval, s.t2)
@@ -459,6 +535,8 @@ func (s *Server) outcome(ex *exchange, o outcome, status int) {
 		reason = "shut down before the phone answered"
 	case outcomeError:
 		reason = "no decision"
+	case outcomePending:
+		reason = "unknown phone waiting for approval"
 	}
 	if ex.err != nil {
 		reason = ex.err.Error()
@@ -469,7 +547,7 @@ func (s *Server) outcome(ex *exchange, o outcome, status int) {
 			Status: status, Time: time.Now()})
 	}
 	level := slog.LevelInfo
-	if o != outcomeProvisioned && o != outcomeObserved {
+	if o != outcomeProvisioned && o != outcomeObserved && o != outcomePending && o != outcomeRefused {
 		level = slog.LevelWarn
 	}
 	if !s.log.Enabled(context.Background(), level) {
@@ -499,7 +577,9 @@ func (s *Server) outcome(ex *exchange, o outcome, status int) {
 	if status != 0 {
 		attrs = append(attrs, slog.Int("status", status))
 	}
-	if ex.err != nil {
+	if r, ok := ex.err.(policy.Refusal); ok {
+		attrs = append(attrs, slog.String("reason", r.Reason.String()), slog.String("detail", r.Detail))
+	} else if ex.err != nil {
 		attrs = append(attrs, slog.String("err", ex.err.Error()))
 	}
 	s.log.LogAttrs(context.Background(), level, "exchange", attrs...)

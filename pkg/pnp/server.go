@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pnpd/pnpd/pkg/phone"
+	"github.com/pnpd/pnpd/pkg/policy"
 	"github.com/pnpd/pnpd/pkg/resolve"
 	"github.com/pnpd/pnpd/sip"
 )
@@ -21,6 +22,12 @@ const (
 	DefaultMaxTransactions = 50000
 	DefaultResolveTimeout  = 2 * time.Second
 	DefaultMaxAsking       = 256
+	// DefaultMaxNotifies caps the transmissions of one NOTIFY: the first
+	// and five retransmissions (0, 0.5, 1.5, 3.5, 7.5 and 11.5 s at the
+	// default T1), where RFC 3261's Timer E alone would send eleven. A
+	// phone answers within milliseconds; a forged SUBSCRIBE must not aim
+	// a long train of packets at an address.
+	DefaultMaxNotifies = 6
 )
 
 // ErrShutdown is returned by Shutdown when its context ends before every
@@ -63,6 +70,13 @@ type Config struct {
 	// Observer, if set, is told of every SUBSCRIBE transaction and every
 	// outcome.
 	Observer Observer
+	// Policy, if set, decides whom to answer: it is asked before each
+	// datagram sent to the group is parsed, for each new SUBSCRIBE
+	// transaction, and (neighbor_check) before each NOTIFY. Wrap the
+	// Resolver with Policy.Resolver as well.
+	Policy *policy.Policy
+	// MaxNotifies caps the transmissions of one NOTIFY; default 6.
+	MaxNotifies int
 }
 
 // Observer is told what happens to phones. Observe runs on the path of the
@@ -91,7 +105,7 @@ type Event struct {
 	URL     string
 	Source  string // what decided the URL
 	Tenant  string
-	Outcome string // EventDone: provisioned, rejected, timeout, observed, send-error, aborted, error
+	Outcome string // EventDone: provisioned, rejected, timeout, observed, pending, refused, send-error, aborted, error
 	Reason  string // EventDone and not provisioned/observed: why
 	Status  int    // the phone's final response to the NOTIFY, 0 if none
 	Time    time.Time
@@ -106,8 +120,10 @@ type Server struct {
 	t1, t2   time.Duration
 	resolveT time.Duration
 	obs      Observer
+	pol      *policy.Policy
+	maxSends int
 	asking   chan struct{}  // slots for questions asked after the 200
-	asked    sync.WaitGroup // questions asked after the 200, running
+	asked    sync.WaitGroup // work after the 200 (questions, neighbour checks), running
 	askCtx   context.Context
 	stopAsk  context.CancelFunc
 
@@ -134,6 +150,8 @@ func NewServer(cfg Config) *Server {
 		t2:       cfg.T2,
 		resolveT: cfg.ResolveTimeout,
 		obs:      cfg.Observer,
+		pol:      cfg.Policy,
+		maxSends: cfg.MaxNotifies,
 		servers:  map[string]*serverTx{},
 		clients:  map[string]*exchange{},
 		dialogs:  map[string]*exchange{},
@@ -152,6 +170,9 @@ func NewServer(cfg Config) *Server {
 	}
 	if s.t2 < s.t1 {
 		s.t2 = s.t1
+	}
+	if s.maxSends <= 0 {
+		s.maxSends = DefaultMaxNotifies
 	}
 	if s.resolveT <= 0 {
 		s.resolveT = DefaultResolveTimeout
@@ -226,6 +247,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // or a response to one of our NOTIFYs sent to a Port's unicast address.
 func (s *Server) Handle(p Packet) {
 	s.stats.datagrams.Add(1)
+	if p.Group {
+		// The cheap refusals first, before the datagram is even parsed.
+		if !s.allowed(p.Src.Addr()) {
+			s.drop(p, dropNotAllowed, nil)
+			return
+		}
+		if s.pol != nil && !s.pol.Source(p.Src.Addr(), time.Now()) {
+			s.drop(p, dropRateLimited, nil)
+			return
+		}
+	}
 	m := s.msgs.Get().(*sip.Message)
 	defer s.msgs.Put(m)
 	if err := m.Parse(p.Data); err != nil {

@@ -19,6 +19,7 @@ const (
 	dropUnicastRequest
 	dropResolveError
 	dropBusy
+	dropRateLimited
 	numDropReasons
 )
 
@@ -35,6 +36,7 @@ var dropNames = [numDropReasons]string{
 	dropUnicastRequest: "unicast-request",
 	dropResolveError:   "resolve-error",
 	dropBusy:           "busy",
+	dropRateLimited:    "rate-limited",
 }
 
 // String names the reason as logs and Stats do.

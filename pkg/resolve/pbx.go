@@ -206,6 +206,7 @@ func (c *Chain) generic(d *Decision, req Request, snap *Snapshot) {
 	if tryRules(c.rules, d, req) {
 		return
 	}
+	d.Unknown = true
 	if snap != nil && snap.Default != "" {
 		d.URL, d.Source = Expand(snap.Default, req), "pbx default"
 		d.Trace = append(d.Trace, "pbx default: "+Redact(snap.Default))

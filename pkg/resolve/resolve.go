@@ -17,6 +17,7 @@ type Request struct {
 	Version   string // firmware
 	IP        netip.Addr
 	Interface string
+	Token     string // signed token for {token}, "" when no secret is configured or the phone sent no MAC
 }
 
 // Decision is the outcome of a Resolve. URL == "" means the phone gets no
@@ -26,6 +27,12 @@ type Decision struct {
 	Source string   // what decided, e.g. "rule 2 (line 14)" or "default"
 	Tenant string   // the PBX tenant the phone belongs to, "" when none
 	Trace  []string // each source consulted, in order, and what it said
+	// Unknown: no rule and no assignment names the phone; the URL, if
+	// any, is a default's. The policy decides what such a phone gets.
+	Unknown bool
+	// Pending: the phone is not answered but recorded for approval (set
+	// by the policy, with URL "").
+	Pending bool
 }
 
 // Resolver decides a phone's URL. Resolve must be safe for concurrent use
@@ -72,6 +79,7 @@ func (s *Static) Resolve(_ context.Context, req Request) (Decision, error) {
 	if tryRules(s.rules, &d, req) {
 		return d, nil
 	}
+	d.Unknown = true
 	if s.def != "" {
 		d.URL = Expand(s.def, req)
 		d.Source = "default"
@@ -169,6 +177,8 @@ func value(name string, req Request, esc func(string) string) (string, bool) {
 		v = esc(req.Model)
 	case "version":
 		v = esc(req.Version)
+	case "token":
+		v = req.Token
 	case "ip":
 		if req.IP.IsValid() {
 			v = req.IP.String()
