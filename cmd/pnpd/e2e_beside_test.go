@@ -88,7 +88,9 @@ func startBesideWith(t *testing.T, l *lab, mode, wantMode string, rtprio int) {
 	if mode != "" {
 		sip += fmt.Sprintf("mode = %q\n", mode)
 	}
-	l.start(sip, brandRules(l.pbxIP))
+	// These tests play up to 200 phones from the phone namespace's one
+	// address: the per-source limit (the policy tests' subject) is off.
+	l.start(sip, brandRules(l.pbxIP)+"\n[policy]\nsource_rate = \"off\"\n")
 	bsCheckModeLine(t, l, wantMode)
 	// Root has CAP_SYS_NICE: the one group reader (one interface) runs at
 	// the configured real-time priority, every other thread at the normal

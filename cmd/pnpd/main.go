@@ -22,8 +22,10 @@ usage:
   pnpd simulate -vendor BRAND -iface NAME [-mac MAC] [-target 224.0.1.75:5060] [-timeout 5s] [-fetch]
   pnpd resolve  [-config FILE] -mac MAC [-vendor V] [-model M] [-version X] [-ip IP] [-iface NAME]
   pnpd ctl      [-config FILE] assign MAC TENANT | unassign MAC | tenant set NAME URL |
-                               tenant list | list | reload
+                               tenant list | list | reload | pending | approve MAC TENANT |
+                               window open DURATION | window close | window | rearm MAC
   pnpd doctor   [-config FILE]
+  pnpd token    verify [-config FILE] -mac MAC TOKEN
   pnpd bench    [-phones 10000] [-offer 1s] [-asterisk auto|off|required] [-pbx 10000,100000] ...
 
 Run "pnpd COMMAND -h" for the flags of one command.
@@ -52,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = ctlCmd(args[1:], stdout, stderr)
 	case "doctor":
 		code, err = doctorCmd(args[1:], stdout, stderr)
+	case "token":
+		code, err = tokenCmd(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":

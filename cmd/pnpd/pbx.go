@@ -58,8 +58,9 @@ func (l *amiLink) Close() {
 
 // runPBX runs the PBX view for cfg over l until stop is called; stop
 // returns once its Serve has.
-func runPBX(cfg config.AMI, l *amiLink, log *slog.Logger) (px *pbx.PBX, stop func()) {
-	px = pbx.New(pbx.Config{Client: l.c, Family: cfg.Family, Refresh: cfg.Refresh, Events: cfg.Events, Logger: log})
+func runPBX(cfg *config.Config, l *amiLink, log *slog.Logger) (px *pbx.PBX, stop func()) {
+	a := cfg.AMI
+	px = pbx.New(pbx.Config{Client: l.c, Family: a.Family, Refresh: a.Refresh, Events: a.Events, Once: cfg.Policy.Once, Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
+	"github.com/pnpd/pnpd/pkg/pbx"
 	"github.com/pnpd/pnpd/pkg/phone"
 	"github.com/pnpd/pnpd/pkg/resolve"
 )
@@ -54,6 +56,7 @@ func resolveCmd(args []string, stdout, stderr io.Writer) (int, error) {
 	}
 	var res resolve.Resolver = resolve.NewStatic(cfg.Resolve)
 	ctx := context.Background()
+	var px *pbx.PBX
 	if cfg.AMI.Enabled {
 		// The PBX as serve sees it: a snapshot, then questions for what
 		// it lacks. Without a login the trace says the PBX was down.
@@ -62,15 +65,29 @@ func resolveCmd(args []string, stdout, stderr io.Writer) (int, error) {
 		if err := link.login(ctx, cfg.AMI); err != nil {
 			fmt.Fprintf(stderr, "warning: %v: deciding without the PBX\n", err)
 		}
-		px, stopPBX := runPBX(cfg.AMI, link, log)
+		var stopPBX func()
+		px, stopPBX = runPBX(cfg, link, log)
 		defer stopPBX()
 		if px.Live() && !waitSnapshot(ctx, px, loginTimeout) {
 			fmt.Fprintln(stderr, "warning: no snapshot of the PBX's family in time")
 		}
 		res = resolve.NewChain(cfg.Resolve, px, cfg.AMI.Lookup)
 	}
-	d, err := res.Resolve(ctx, req)
+	pol, err := newPolicy(cfg, px, log)
+	if err != nil {
+		return 0, err
+	}
 	fmt.Fprintf(stderr, "phone: mac=%s brand=%s model=%s version=%s ip=%s iface=%s\n", req.MAC, req.Brand, req.Model, req.Version, *ip, req.Interface)
+	// The policy's checks first, as serve makes them before the URL.
+	trace, refusal := pol.Explain(req, time.Now())
+	for _, t := range trace {
+		fmt.Fprintln(stderr, "  "+t)
+	}
+	if refusal.Refused() {
+		fmt.Fprintf(stderr, "decided by: policy: refused (%s): the phone is not answered\n", refusal)
+		return 1, nil
+	}
+	d, err := pol.Resolver(res).Resolve(ctx, req)
 	for _, t := range d.Trace {
 		fmt.Fprintln(stderr, "  "+resolve.Redact(t))
 	}
@@ -80,7 +97,14 @@ func resolveCmd(args []string, stdout, stderr io.Writer) (int, error) {
 		}
 		return 0, err
 	}
-	if d.URL == "" {
+	switch {
+	case d.Pending:
+		fmt.Fprintf(stderr, "decided by: %s: the phone would be recorded as pending, not answered\n", d.Source)
+		return 1, nil
+	case d.URL == "" && d.Source != "":
+		fmt.Fprintf(stderr, "decided by: %s: this phone would be observed, not answered\n", d.Source)
+		return 1, nil
+	case d.URL == "":
 		fmt.Fprintln(stderr, "decided by: nothing: this phone would be observed, not answered")
 		return 1, nil
 	}

@@ -81,7 +81,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			allow = append(allow, c.Prefix.Masked())
 		}
 	}
-	pcfg := pnp.Config{Resolver: resolve.NewStatic(cfg.Resolve), Allow: allow, Logger: log}
+	var res resolve.Resolver = resolve.NewStatic(cfg.Resolve)
 	srvCtx, srvStop := context.WithCancel(context.Background())
 	defer srvStop()
 	var px *pbx.PBX
@@ -90,16 +90,24 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		link = startAMI(cfg.AMI, log)
 		defer link.Close()
 		var stopPBX func()
-		px, stopPBX = runPBX(cfg.AMI, link, log)
+		px, stopPBX = runPBX(cfg, link, log)
 		defer stopPBX()
-		pcfg.Resolver = resolve.NewChain(cfg.Resolve, px, cfg.AMI.Lookup)
-		pcfg.Observer = px
+		res = resolve.NewChain(cfg.Resolve, px, cfg.AMI.Lookup)
 		// Start with the PBX's data when it answers soon; without it,
 		// phones are answered from the file until it does.
 		if !waitSnapshot(ctx, px, firstSnapshotWait) && ctx.Err() == nil {
 			log.Warn("pbx: no snapshot yet: answering from the file's rules until the PBX answers",
 				"ami", cfg.AMI.Address, "err", errString(link.c.Status().Err))
 		}
+	}
+	pol, err := newPolicy(cfg, px, log)
+	if err != nil {
+		return err
+	}
+	pcfg := pnp.Config{Resolver: pol.Resolver(res), Allow: allow, Logger: log, Policy: pol,
+		MaxTransactions: cfg.Policy.MaxTransactions}
+	if px != nil {
+		pcfg.Observer = px
 	}
 	l, err := listen(ctx, cfg, chosen, link, log)
 	if err != nil {
@@ -108,6 +116,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer l.Close()
 	srv := pnp.NewServer(pcfg)
 	go srv.Serve(srvCtx)
+	go pol.Serve(srvCtx)
 	lctx, lstop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
@@ -116,14 +125,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}))
 	}()
 
-	observe := cfg.Resolve.Default == "" && len(cfg.Resolve.Rules) == 0 && !cfg.AMI.Enabled
+	observe := cfg.Resolve.Default == "" && len(cfg.Resolve.Rules) == 0 && !cfg.AMI.Enabled ||
+		len(cfg.Resolve.Rules) == 0 && !cfg.AMI.Enabled && cfg.Policy.Unknown == "observe"
 	names := make([]string, 0, len(chosen))
 	for _, i := range l.Interfaces() {
 		names = append(names, i.Name()+"="+i.Addr().String())
 	}
 	log.Info("ready", "mode", string(l.Mode()), "group", cfg.SIP.Group.String(), "interfaces", strings.Join(names, ","),
 		"allow", prefixes(allow), "rules", len(cfg.Resolve.Rules), "default", resolve.Redact(cfg.Resolve.Default),
-		"pbx", pbxName(cfg.AMI), "observe", observe)
+		"pbx", pbxName(cfg.AMI), "observe", observe, "policy", policySummary(cfg.Policy))
 	if observe {
 		log.Warn("observe mode: no [resolve] default, no rules and no [ami], so no phone is answered")
 	}
@@ -152,7 +162,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	lstop()
 	<-served
 	st := srv.Stats()
-	log.Info("stopped", "datagrams", st.Datagrams, "dropped_by_listener", l.Dropped(), "subscribes", st.Subscribes, "outcomes", fmt.Sprint(st.Outcomes), "dropped", fmt.Sprint(st.Dropped))
+	log.Info("stopped", "datagrams", st.Datagrams, "dropped_by_listener", l.Dropped(), "subscribes", st.Subscribes, "outcomes", fmt.Sprint(st.Outcomes), "dropped", fmt.Sprint(st.Dropped),
+		"refused", fmt.Sprint(pol.Stats().Refused))
 	return nil
 }
 

@@ -5,9 +5,15 @@
 // the UserEvent PnpReload, and every Refresh), answers the resolver's
 // questions for what the snapshot lacks (DBGet, Getvar), and, as the
 // responder's Observer, writes seen/<mac> records and sends the UserEvents
-// PnpSeen, PnpProvisioned and PnpFailed. Writes wait in a bounded queue
-// while the PBX is away and are flushed after the next login; what does
-// not fit is counted and logged, never dropped silently.
+// PnpSeen, PnpProvisioned, PnpFailed and PnpPending. Writes wait in a
+// bounded queue while the PBX is away and are flushed after the next
+// login; what does not fit is counted and logged, never dropped silently.
+//
+// For the policy it writes pending/<mac> (a phone waiting for approval,
+// at most Config.MaxPending) and, with Config.Once, provisioned/<mac>, and
+// answers Window, Provisioned and Pending from the snapshot together with
+// what it wrote since: its own writes count at once, not only after the
+// next snapshot.
 //
 //	client := ami.New(ami.Config{Address: "127.0.0.1:5038", Username: "pnpd", Secret: s})
 //	p := pbx.New(pbx.Config{Client: client, Family: "pnp", Refresh: time.Minute, Events: true})
@@ -23,4 +29,7 @@
 //	tenant/<tenant>/url/<brand> the tenant's template for one brand
 //	default/url                 the template for phones nobody assigned
 //	seen/<mac>                  written by pnpd (see SeenRecord)
+//	pending/<mac>               written by pnpd: waiting for approval (as seen/<mac>)
+//	window                      the end of the provisioning window, RFC 3339 UTC
+//	provisioned/<mac>           written by pnpd under once: when, RFC 3339 UTC
 package pbx

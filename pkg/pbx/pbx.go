@@ -20,6 +20,7 @@ const (
 	DefaultQueue       = 50000
 	DefaultLoadTimeout = 60 * time.Second
 	DefaultCallTimeout = 5 * time.Second
+	DefaultMaxPending  = 10000
 )
 
 // Config configures a PBX. NewPBX does not modify it.
@@ -34,7 +35,15 @@ type Config struct {
 	Queue       int
 	LoadTimeout time.Duration // bound on one DBGetTree; default 60 s
 	CallTimeout time.Duration // bound on one write; default 5 s
-	Logger      *slog.Logger
+	// Once writes provisioned/<mac> when a phone is provisioned
+	// ([policy] once = true).
+	Once bool
+	// MaxPending bounds the phones waiting for approval (pending/<mac>,
+	// the snapshot's and those written since): beyond it a new one is
+	// not recorded, only counted and logged, so that a flood of made-up
+	// MACs cannot fill the PBX database. Default 10000.
+	MaxPending int
+	Logger     *slog.Logger
 }
 
 // Stats are a PBX's counters.
@@ -46,20 +55,27 @@ type Stats struct {
 	Written     int64 // writes done (records and UserEvents)
 	Overflows   int64 // writes that did not fit in the queue: lost, logged
 	WriteErrors int64 // writes Asterisk refused: lost, logged
+	// PendingOverflows counts the phones not recorded as pending because
+	// MaxPending were already.
+	PendingOverflows int64
 }
 
 // PBX is pnpd's view of the PBX. It implements resolve.PBX and
-// pnp.Observer; all methods are safe for concurrent use.
+// pnp.Observer, and answers the policy's questions (Window, Provisioned,
+// Pending); all methods are safe for concurrent use.
 type PBX struct {
-	c       *ami.Client
-	family  string
-	refresh time.Duration
-	events  bool
-	loadT   time.Duration
-	callT   time.Duration
-	log     *slog.Logger
+	c          *ami.Client
+	family     string
+	refresh    time.Duration
+	events     bool
+	markOnce   bool // Config.Once
+	maxPending int
+	loadT      time.Duration
+	callT      time.Duration
+	log        *slog.Logger
 
-	snap   atomic.Pointer[resolve.Snapshot]
+	snap   atomic.Pointer[resolve.Snapshot] // stored by ov.publish only
+	ov     *overlay
 	queue  chan write
 	reload chan struct{}
 	heard  chan struct{} // a PnpReload was heard
@@ -69,20 +85,23 @@ type PBX struct {
 	loads, loadErrors, written, overflows, writeErrors atomic.Int64
 	overflowLogged                                     atomic.Bool
 	pending                                            atomic.Int64 // writes queued or being done
+	pendingOverflows                                   atomic.Int64
+	pendingLogged                                      atomic.Bool
 }
 
 // write is one queued write: a UserEvent or a DBPut.
 // What to send is built by the writer, off the receive path.
 type write struct {
-	event string // UserEvent name, "" for the DBPut of the seen record
+	event string // UserEvent name, "" for a DBPut
+	key   string // the DBPut's key prefix: resolve.KeySeen, KeyPending or KeyProvisioned
 	ev    pnp.Event
 }
 
 // New returns a PBX for cfg.
 func New(cfg Config) *PBX {
 	p := &PBX{c: cfg.Client, family: cfg.Family, refresh: cfg.Refresh, events: cfg.Events,
-		loadT: cfg.LoadTimeout, callT: cfg.CallTimeout, log: cfg.Logger,
-		reload: make(chan struct{}, 1), heard: make(chan struct{}, 1), loaded: make(chan struct{})}
+		markOnce: cfg.Once, maxPending: cfg.MaxPending, loadT: cfg.LoadTimeout, callT: cfg.CallTimeout, log: cfg.Logger,
+		ov: newOverlay(), reload: make(chan struct{}, 1), heard: make(chan struct{}, 1), loaded: make(chan struct{})}
 	if p.family == "" {
 		p.family = "pnp"
 	}
@@ -91,6 +110,9 @@ func New(cfg Config) *PBX {
 	}
 	if p.callT <= 0 {
 		p.callT = DefaultCallTimeout
+	}
+	if p.maxPending <= 0 {
+		p.maxPending = DefaultMaxPending
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -147,11 +169,54 @@ func (p *PBX) Reload() {
 func (p *PBX) Stats() Stats {
 	return Stats{Snapshot: p.snap.Load(), Loads: p.loads.Load(), LoadErrors: p.loadErrors.Load(),
 		QueueDepth: int(p.pending.Load()), Written: p.written.Load(), Overflows: p.overflows.Load(),
-		WriteErrors: p.writeErrors.Load()}
+		WriteErrors: p.writeErrors.Load(), PendingOverflows: p.pendingOverflows.Load()}
+}
+
+// Window returns the end of the provisioning window of the snapshot (zero
+// when closed); known is false before the first snapshot. Only "pnpd ctl"
+// writes the window, and it sends PnpReload: the snapshot is enough.
+func (p *PBX) Window() (until time.Time, known bool) {
+	s := p.snap.Load()
+	if s == nil {
+		return time.Time{}, false
+	}
+	return s.Window, true
+}
+
+// Provisioned reports whether the phone is marked provisioned under once:
+// in the snapshot, or by this pnpd since. known is false before the first
+// snapshot, unless this pnpd marked the phone itself.
+func (p *PBX) Provisioned(mac string) (done, known bool) {
+	// The overlay first, then the snapshot: an entry leaves the overlay
+	// only after a snapshot that holds the truth about it is stored.
+	if p.ov.has(resolve.KeyProvisioned, mac) {
+		return true, true
+	}
+	s := p.snap.Load()
+	if s == nil {
+		return false, false
+	}
+	_, done = s.Provisioned[mac]
+	return done, true
+}
+
+// Pending reports whether the phone waits for approval: in the snapshot,
+// or recorded by this pnpd since.
+func (p *PBX) Pending(mac string) bool {
+	if p.ov.has(resolve.KeyPending, mac) { // first: see Provisioned
+		return true
+	}
+	s := p.snap.Load()
+	if s == nil {
+		return false
+	}
+	_, ok := s.Pending[mac]
+	return ok
 }
 
 // Observe implements pnp.Observer: it queues the UserEvent and, for an
-// outcome, the seen record. It never blocks.
+// outcome, the seen record, and for the outcomes "pending" and (with
+// Config.Once) "provisioned" the key the policy reads. It never blocks.
 func (p *PBX) Observe(ev pnp.Event) {
 	switch ev.Kind {
 	case pnp.EventSeen:
@@ -159,18 +224,62 @@ func (p *PBX) Observe(ev pnp.Event) {
 			p.enqueue(write{event: EventSeen, ev: ev})
 		}
 	case pnp.EventDone:
-		if p.events {
-			switch ev.Outcome {
-			case "provisioned":
+		mac := ev.Identity.MAC
+		// The key before the UserEvent: a script woken by the event
+		// finds what it announces.
+		switch ev.Outcome {
+		case "provisioned":
+			if p.markOnce && mac != "" {
+				p.put(resolve.KeyProvisioned, ev)
+			}
+			if p.events {
 				p.enqueue(write{event: EventProvisioned, ev: ev})
-			case "observed":
-			default:
+			}
+		case "pending":
+			if mac != "" {
+				p.recordPending(ev)
+			}
+		case "observed":
+		default: // refused by the policy among them: Reason says why
+			if p.events {
 				p.enqueue(write{event: EventFailed, ev: ev})
 			}
 		}
-		if ev.Identity.MAC != "" {
-			p.enqueue(write{ev: ev})
+		if mac != "" {
+			p.enqueue(write{key: resolve.KeySeen, ev: ev})
 		}
+	}
+}
+
+// put queues the DBPut of a key the overlay keeps (pending/, provisioned/).
+func (p *PBX) put(prefix string, ev pnp.Event) {
+	if prefix != resolve.KeyPending { // addPending has done it
+		p.ov.queue(prefix, ev.Identity.MAC)
+	}
+	if !p.enqueue(write{key: prefix, ev: ev}) {
+		p.ov.finish(prefix, ev.Identity.MAC)
+	}
+}
+
+// recordPending records a phone waiting for approval and announces it,
+// once: a phone pending already keeps its first record (the seen record
+// has the latest), and beyond MaxPending nothing is recorded.
+func (p *PBX) recordPending(ev pnp.Event) {
+	record, full := p.ov.addPending(&p.snap, ev.Identity.MAC, p.maxPending)
+	if full {
+		n := p.pendingOverflows.Add(1)
+		if p.pendingLogged.CompareAndSwap(false, true) {
+			p.log.Warn("pbx: too many phones waiting for approval: new ones are not recorded",
+				"max_pending", p.maxPending, "not_recorded", n, "mac", ev.Identity.MAC)
+		}
+		return
+	}
+	if !record {
+		return
+	}
+	p.put(resolve.KeyPending, ev)
+	if p.events {
+		p.enqueue(write{event: EventPending, ev: ev})
 	}
 }
 
@@ -182,10 +291,12 @@ func toAMI(hs []header) []ami.Header {
 	return out
 }
 
-func (p *PBX) enqueue(w write) {
+// enqueue queues w; false when the queue is full (counted and logged).
+func (p *PBX) enqueue(w write) bool {
 	p.pending.Add(1)
 	select {
 	case p.queue <- w:
+		return true
 	default:
 		p.pending.Add(-1)
 		n := p.overflows.Add(1)
@@ -193,6 +304,7 @@ func (p *PBX) enqueue(w write) {
 			p.log.Warn("pbx write queue full: writes are being lost", "queue", cap(p.queue), "lost", n,
 				"what", w.what())
 		}
+		return false
 	}
 }
 
@@ -200,7 +312,7 @@ func (w write) what() string {
 	if w.event != "" {
 		return "UserEvent " + w.event
 	}
-	return "DBPut " + resolve.KeySeen + w.ev.Identity.MAC
+	return "DBPut " + w.key + w.ev.Identity.MAC
 }
 
 // Serve takes the snapshots and does the queued writes until ctx ends.
@@ -341,6 +453,7 @@ func errString(err error) string {
 // it could not.
 func (p *PBX) load(ctx context.Context, why string) bool {
 	start := time.Now()
+	epoch := p.ov.begin()
 	lctx, cancel := context.WithTimeout(ctx, p.loadT)
 	entries, err := p.c.DBGetTree(lctx, p.family, "")
 	cancel()
@@ -352,7 +465,9 @@ func (p *PBX) load(ctx context.Context, why string) bool {
 		return false
 	}
 	s := SnapshotOf(entries)
-	p.snap.Store(s)
+	if pending := p.ov.publish(&p.snap, s, epoch); pending < p.maxPending {
+		p.pendingLogged.Store(false)
+	}
 	p.loads.Add(1)
 	p.once.Do(func() { close(p.loaded) })
 	p.log.Info("pbx snapshot", "why", why, "family", p.family, "entries", s.Entries, "phones", len(s.MACs),
@@ -402,6 +517,9 @@ func (p *PBX) writer(ctx context.Context) {
 				}
 			}
 		}
+		if w.event == "" && w.key != resolve.KeySeen {
+			p.ov.finish(w.key, w.ev.Identity.MAC)
+		}
 		if p.pending.Add(-1) == 0 {
 			p.overflowLogged.Store(false)
 		}
@@ -414,7 +532,11 @@ func (p *PBX) do(ctx context.Context, w write) error {
 	if w.event != "" {
 		return p.c.UserEvent(cctx, w.event, toAMI(eventHeaders(w.ev))...)
 	}
-	return p.c.DBPut(cctx, p.family, resolve.KeySeen+w.ev.Identity.MAC, SeenRecord(w.ev))
+	value := SeenRecord(w.ev) // seen/ and pending/
+	if w.key == resolve.KeyProvisioned {
+		value = ProvisionedValue(w.ev.Time)
+	}
+	return p.c.DBPut(cctx, p.family, w.key+w.ev.Identity.MAC, value)
 }
 
 // SnapshotOf reads the entries of one DBGetTree of the family.

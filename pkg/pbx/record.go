@@ -15,6 +15,7 @@ const (
 	EventSeen        = "PnpSeen"
 	EventProvisioned = "PnpProvisioned"
 	EventFailed      = "PnpFailed"
+	EventPending     = "PnpPending" // a phone recorded as waiting for approval
 )
 
 // MaxRecord bounds a seen record's encoded length.
@@ -94,6 +95,15 @@ func SeenRecord(ev pnp.Event) string {
 		s = v.Encode()
 	}
 	return s
+}
+
+// ProvisionedValue is the value of provisioned/<mac> for a phone
+// provisioned at t (now when t is zero): RFC 3339 UTC.
+func ProvisionedValue(t time.Time) string {
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // ParseSeen decodes a seen record; unknown keys are kept.

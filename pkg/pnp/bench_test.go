@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pnpd/pnpd/pkg/config"
+	"github.com/pnpd/pnpd/pkg/policy"
 	"github.com/pnpd/pnpd/pkg/resolve"
 )
 
@@ -47,7 +48,13 @@ func BenchmarkExchange(b *testing.B) {
 // benchExchange runs b.N exchanges of the phone in file through a server
 // over res.
 func benchExchange(b *testing.B, res resolve.Resolver, file string) {
-	srv := NewServer(Config{Resolver: res, MaxTransactions: 1 << 30})
+	benchExchangeWith(b, Config{Resolver: res}, file)
+}
+
+// benchExchangeWith is benchExchange for a server of cfg.
+func benchExchangeWith(b *testing.B, cfg Config, file string) {
+	cfg.MaxTransactions = 1 << 30
+	srv := NewServer(cfg)
 	port := &discardPort{addr: netip.MustParseAddrPort("192.0.2.1:5062")}
 	sub := readPhone(b, file)
 	src := netip.MustParseAddrPort("192.168.1.2:5080")
@@ -105,4 +112,28 @@ func BenchmarkExchangeSnapshot(b *testing.B) {
 	snap.Add("mac/c074ad112233", "acme")
 	snap.Add("tenant/acme/url", "http://acme.example.com/{vendor}/{mac}/")
 	benchExchange(b, resolve.NewChain(config.Resolve{}, snapPBX{snap}, ""), "grandstream.sip")
+}
+
+// BenchmarkExchangePolicy is BenchmarkExchange with every check of the
+// default policy on the path (source and MAC token buckets, the Contact,
+// the resolver wrapper), plus MAC lists; the rates are set high so that
+// one phone may repeat b.N times.
+func BenchmarkExchangePolicy(b *testing.B) {
+	c, err := config.Parse([]byte(`
+[resolve]
+default = "http://prov.example.com/{vendor}/{mac}/"
+[policy]
+source_rate = "1000000000/1s"
+mac_rate = "1000000000/1s"
+deny_macs = ["001fc1ffff"]
+allow_macs = ["000b82", "c074ad"]
+`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pol, err := policy.New(policy.Config{Policy: c.Policy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchExchangeWith(b, Config{Resolver: pol.Resolver(resolve.NewStatic(c.Resolve)), Policy: pol}, "grandstream.sip")
 }

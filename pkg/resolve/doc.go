@@ -12,6 +12,8 @@
 //	}
 //
 // URL templates know {mac} (12 lower-case hex digits), {MAC} (upper-case),
-// {vendor} (the brand), {model}, {version} (both URL-escaped) and {ip}; any
-// other {...} or $... is left for the phone to expand.
+// {vendor} (the brand), {model}, {version} (both URL-escaped), {ip} and
+// {token} (Request.Token: the signed token pkg/policy fills in, left as it
+// is when there is none); any other {...} or $... is left for the phone to
+// expand.
 package resolve

@@ -14,16 +14,37 @@ import (
 //	tenant/<tenant>/url/<brand> the tenant's template for one brand
 //	default/url                the template for phones nobody assigned
 //	seen/<mac>                 written by pnpd: what it last saw of the phone
-//	pending/<mac>              reserved for approval of unknown phones
+//	pending/<mac>              written by pnpd ([policy] unknown = "approve"): a phone
+//	                           waiting for approval, encoded as seen/<mac>; "pnpd ctl
+//	                           approve" assigns the phone and deletes the key
+//	window                     the end of the open provisioning window ([policy]
+//	                           window = true), RFC 3339 UTC ("2026-11-26T06:00:00Z");
+//	                           absent: closed. Written by "pnpd ctl window open"
+//	provisioned/<mac>          written by pnpd ([policy] once = true) when the phone
+//	                           is provisioned: the time, RFC 3339 UTC; "pnpd ctl rearm"
+//	                           deletes it
+//
+// These names are a public contract: operators' scripts read and write them.
 const (
-	KeyMAC     = "mac/"
-	KeyTenant  = "tenant/"
-	KeyDefault = "default/url"
-	KeySeen    = "seen/"
+	KeyMAC         = "mac/"
+	KeyTenant      = "tenant/"
+	KeyDefault     = "default/url"
+	KeySeen        = "seen/"
+	KeyPending     = "pending/"
+	KeyWindow      = "window"
+	KeyProvisioned = "provisioned/"
 )
 
 // MACKey returns the key of a phone's assignment: "mac/001fc11b4e1c".
 func MACKey(mac string) string { return KeyMAC + mac }
+
+// PendingKey returns the key of a phone waiting for approval:
+// "pending/001fc11b4e1c".
+func PendingKey(mac string) string { return KeyPending + mac }
+
+// ProvisionedKey returns the key that marks a phone provisioned under
+// [policy] once: "provisioned/001fc11b4e1c".
+func ProvisionedKey(mac string) string { return KeyProvisioned + mac }
 
 // TenantKey returns the key of a tenant's URL template, or of its template
 // for one brand when brand is not "".
@@ -39,10 +60,21 @@ func TenantKey(tenant, brand string) string {
 type Snapshot struct {
 	MACs    map[string]string // MAC (12 lower-case hex digits) -> tenant or URL
 	Tenants map[string]*Tenant
-	Default string    // default/url, "" when absent
-	Taken   time.Time // when the read finished
-	Entries int       // keys read
-	Ignored int       // keys that are none of the above (seen/ not counted)
+	Default string // default/url, "" when absent
+	// Pending holds the phones waiting for approval: MAC -> the record
+	// (pbx.SeenRecord's encoding). nil when there are none.
+	Pending map[string]string
+	// Window is the end of the provisioning window; zero when the key is
+	// absent or is not an RFC 3339 time (then counted in Ignored): closed.
+	Window time.Time
+	// Provisioned holds the phones marked provisioned under once: MAC ->
+	// when. A value that is not an RFC 3339 time still marks the phone,
+	// with the zero time: a damaged mark must not rearm a phone. nil when
+	// there are none.
+	Provisioned map[string]time.Time
+	Taken       time.Time // when the read finished
+	Entries     int       // keys read
+	Ignored     int       // keys that are none of the above (seen/ not counted)
 }
 
 // Tenant is one tenant's URL templates.
@@ -63,7 +95,9 @@ func (t *Tenant) URLFor(brand string) string {
 	return t.URL
 }
 
-// NewSnapshot returns an empty snapshot with room for n keys.
+// NewSnapshot returns an empty snapshot with room for n keys. Pending and
+// Provisioned are made by Add when their first key comes: most families
+// have none, and a snapshot is taken often.
 func NewSnapshot(n int) *Snapshot {
 	return &Snapshot{MACs: make(map[string]string, n), Tenants: map[string]*Tenant{}}
 }
@@ -107,7 +141,39 @@ func (s *Snapshot) Add(key, value string) {
 		}
 	case key == KeyDefault:
 		s.Default = value
-	case strings.HasPrefix(key, KeySeen), strings.HasPrefix(key, "pending/"):
+	case strings.HasPrefix(key, KeySeen):
+	case strings.HasPrefix(key, KeyPending):
+		mac, ok := phone.NormalizeMAC(key[len(KeyPending):])
+		if !ok {
+			s.Ignored++
+			return
+		}
+		if s.Pending == nil {
+			s.Pending = map[string]string{}
+		}
+		s.Pending[mac] = value
+	case key == KeyWindow:
+		t, err := time.Parse(time.RFC3339, value)
+		if err != nil {
+			s.Window = time.Time{}
+			s.Ignored++
+			return
+		}
+		s.Window = t.UTC()
+	case strings.HasPrefix(key, KeyProvisioned):
+		mac, ok := phone.NormalizeMAC(key[len(KeyProvisioned):])
+		if !ok {
+			s.Ignored++
+			return
+		}
+		t, err := time.Parse(time.RFC3339, value)
+		if err != nil {
+			t = time.Time{}
+		}
+		if s.Provisioned == nil {
+			s.Provisioned = map[string]time.Time{}
+		}
+		s.Provisioned[mac] = t.UTC()
 	default:
 		s.Ignored++
 	}
