@@ -28,8 +28,9 @@ func (rep *Report) Write(w io.Writer) {
 	o := rep.Options
 	fmt.Fprintf(w, "pnpd bench, %s, %d CPUs, Linux %s, took %s\n", rep.Start.UTC().Format("2006-01-02 15:04 MST"),
 		rep.CPUs, rep.Kernel, rep.Took.Round(time.Second))
-	fmt.Fprintf(w, "storm: %d phones (7 brands, distinct MACs and addresses) offered within %s; single: %d phones %s apart; saturation: %d phones, %d in flight; storm and saturation: medians of %d rounds each\n\n",
+	fmt.Fprintf(w, "storm: %d phones (7 brands, distinct MACs and addresses) offered within %s; single: %d phones %s apart; saturation: %d phones, %d in flight; storm and saturation: medians of %d rounds each\n",
 		o.Phones, o.Offer, o.Singles, o.Gap, o.Phones, o.Outstanding, rep.roundsRun())
+	fmt.Fprintf(w, "pnpd serve (%s): bind mode, a default URL, no [policy] section: the default policy (source_rate and mac_rate 10/10s, contact_is_source)\n\n", o.Exe)
 	t := &table{}
 	t.row("#", "measure", "pnpd", "yardstick", "ratio", "target")
 	rep.latencyRows(t)

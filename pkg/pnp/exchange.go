@@ -54,6 +54,7 @@ type serverTx struct {
 	resp    []byte // nil while observed only
 	dst     netip.AddrPort
 	port    Port
+	refused bool // refused by the policy: counted in refusedOpen, not against maxTx
 	expires time.Time
 }
 
@@ -142,9 +143,13 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 		s.drop(p, dropShuttingDown, nil)
 		return
 	}
-	if len(s.servers)+len(s.clients) >= s.maxTx {
+	if len(s.servers)+len(s.clients)-s.refusedOpen >= s.maxTx {
 		s.mu.Unlock()
 		s.drop(p, dropTableFull, nil)
+		if s.fullLogged.CompareAndSwap(false, true) {
+			s.log.Warn("max_transactions reached: new SUBSCRIBEs are dropped until transactions end",
+				"max_transactions", s.maxTx)
+		}
 		return
 	}
 	tx := &serverTx{port: p.Port, expires: now.Add(64 * s.t1)}
@@ -154,12 +159,12 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	// tag and nothing more; nothing is decided again.
 	ex, existing := s.dialogs[dialog]
 	s.mu.Unlock()
-	s.stats.subscribes.Add(1)
 
 	id := identify(m)
 	seen := Event{Kind: EventSeen, Identity: id, Src: p.Src, Interface: portName(p.Port), Time: now}
 
 	if existing {
+		s.stats.subscribes.Add(1)
 		s.sendOK(m, via, p, tx, taggedTo(to, toAddr, ex.toTag))
 		s.observe(seen)
 		return
@@ -179,12 +184,24 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 			}
 			// The transaction stays, unanswered, so that its
 			// retransmissions are silent and the refusal is logged once.
+			// Refused transactions have a table of their own size: a
+			// flood of refusals must not lock phones out of the table.
+			s.mu.Lock()
+			if s.refusedOpen < s.maxTx {
+				tx.refused = true
+				s.refusedOpen++
+			} else {
+				delete(s.servers, key)
+			}
+			s.mu.Unlock()
+			s.stats.subscribes.Add(1)
 			s.observe(seen)
 			s.outcome(&exchange{id: id, src: p.Src, port: p.Port, started: now, err: r, source: "policy"}, outcomeRefused, 0)
 			return
 		}
 	}
 
+	s.stats.subscribes.Add(1)
 	req := resolve.Request{MAC: id.MAC, Brand: id.Brand, Model: id.Model, Version: id.Firmware,
 		IP: p.Src.Addr(), Interface: portName(p.Port)}
 	d, decided, err := s.decide(req)
@@ -599,7 +616,13 @@ func (s *Server) expire(now time.Time) {
 	for k, tx := range s.servers {
 		if now.After(tx.expires) {
 			delete(s.servers, k)
+			if tx.refused {
+				s.refusedOpen--
+			}
 		}
+	}
+	if len(s.servers)+len(s.clients)-s.refusedOpen < s.maxTx {
+		s.fullLogged.Store(false)
 	}
 	for k, ex := range s.dialogs {
 		if ex.done && now.After(ex.expires) {

@@ -271,3 +271,33 @@ func TestPolicyNeighborCheck(t *testing.T) {
 		})
 	}
 }
+
+// Refused transactions are kept (their retransmissions stay silent) in a
+// room of their own: more refusals than max_transactions never lock a
+// phone out of the table.
+func TestRefusalsDoNotFillTheTable(t *testing.T) {
+	srv, rec := policyServer(t, everyone+"[policy]\nmax_transactions = 4\nmac_rate = \"off\"\nsource_rate = \"off\"\n", time.Second, policy.Config{})
+	port := newFakePort()
+	sub := withContact(readPhone(t, "yealink.sip"), "203.0.113.9:5059")
+	for i := range 10 {
+		srv.Handle(Packet{Data: variant(sub, i), Src: yealinkSrc, Group: true, Port: port})
+	}
+	for range 10 {
+		if ev := rec.wait(t); ev.Outcome != "refused" {
+			t.Fatalf("outcome %+v", ev)
+		}
+	}
+	srv.Handle(Packet{Data: readPhone(t, "snom.sip"), Src: netip.MustParseAddrPort("192.168.10.67:5060"), Group: true, Port: port})
+	if m, _ := parseBoth(t, port.next(t).b); m.StatusCode != 200 {
+		t.Fatal("the phone after the refusals got no 200")
+	}
+	port.next(t) // its NOTIFY
+	if st := srv.Stats(); st.Dropped["transaction-table-full"] != 0 || st.Outcomes["refused"] != 10 {
+		t.Errorf("stats %+v", st)
+	}
+	// Timer J forgets the refusals with the rest.
+	srv.expire(time.Now().Add(time.Hour))
+	if s, c := srv.Open(); s != 0 || c != 1 {
+		t.Errorf("open after Timer J: %d servers, %d clients", s, c)
+	}
+}

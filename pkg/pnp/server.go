@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pnpd/pnpd/pkg/phone"
@@ -135,6 +136,11 @@ type Server struct {
 	dialogs  map[string]*exchange // by Call-ID and From tag: one NOTIFY per dialog
 	closing  bool
 	inflight sync.WaitGroup
+	// refusedOpen counts the server transactions the policy refused:
+	// they are kept (so that retransmissions are silent) in a room of
+	// their own, max transactions, and do not count against maxTx.
+	refusedOpen int
+	fullLogged  atomic.Bool // the table-full warning of this episode is out
 
 	stats counters
 }

@@ -63,7 +63,7 @@ func (p *Policy) unknown(d *resolve.Decision, req resolve.Request) {
 	switch p.c.Unknown {
 	case "observe":
 		if d.URL != "" {
-			d.Trace = append(d.Trace, "policy: unknown = observe: nobody named this phone, so "+d.Source+"'s URL is not given")
+			d.Trace = append(d.Trace, "policy: unknown = observe: nobody named this phone: the URL of "+d.Source+" is withheld")
 		} else {
 			d.Trace = append(d.Trace, "policy: unknown = observe: nobody named this phone")
 		}
