@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -101,7 +102,14 @@ func (r Rate) String() string {
 	if r.Off() {
 		return "off"
 	}
-	return fmt.Sprintf("%d/%s", r.N, r.Per)
+	d := r.Per.String() // "1m0s": written as the configuration would, "1m"
+	if strings.HasSuffix(d, "m0s") {
+		d = strings.TrimSuffix(d, "0s")
+	}
+	if strings.HasSuffix(d, "h0m") {
+		d = strings.TrimSuffix(d, "0m")
+	}
+	return fmt.Sprintf("%d/%s", r.N, d)
 }
 
 // ParseRate reads "N/DURATION" ("10/10s", "600/1m"; "10/s" is 10/1s) or
@@ -327,6 +335,12 @@ func parse(file string, data []byte) (*Config, error) {
 		if errors.As(err, &pe) {
 			return nil, &KeyError{File: file, Line: pe.Position.Line, Key: orTop(pe.LastKey), Msg: pe.Message}
 		}
+		// A value of the wrong type: the decoder's error is a string
+		// naming the key.
+		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return nil, &KeyError{File: file, Line: line, Key: m[2], Msg: m[3]}
+		}
 		return nil, fmt.Errorf("config: %s: %w", file, err)
 	}
 	idx := indexLines(data)
@@ -342,6 +356,8 @@ func parse(file string, data []byte) (*Config, error) {
 	cfg.Path = file
 	return cfg, nil
 }
+
+var typeErr = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
 
 func orTop(k string) string {
 	if k == "" {
@@ -617,14 +633,32 @@ func parsePrefix(s string) (netip.Prefix, error) {
 
 func normalizeMACPrefix(s string) (string, bool) {
 	var b strings.Builder
+	group := 0 // hex digits since the last separator
+	width := func(sep rune) int {
+		if sep == '.' {
+			return 4 // 0015.65aa.bbcc
+		}
+		return 2
+	}
+	last := rune(0)
 	for _, c := range strings.ToLower(strings.TrimSpace(s)) {
 		switch {
 		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
 			b.WriteRune(c)
+			group++
 		case c == ':' || c == '-' || c == '.':
+			// "0:15:65" is not "01565": with separators, every group
+			// is whole.
+			if group != width(c) {
+				return "", false
+			}
+			group, last = 0, c
 		default:
 			return "", false
 		}
+	}
+	if last != 0 && group > width(last) {
+		return "", false
 	}
 	if b.Len() == 0 || b.Len() > 12 {
 		return "", false

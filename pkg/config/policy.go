@@ -69,8 +69,10 @@ func (v *validator) policy(r *rawPolicy, cfg *Config) {
 			p.TokenSecretFile = filepath.Join(filepath.Dir(v.file), p.TokenSecretFile)
 		}
 		if p.TokenSecretFile != "" {
-			if _, err := os.Stat(p.TokenSecretFile); err != nil {
+			if fi, err := os.Stat(p.TokenSecretFile); err != nil {
 				v.fail("policy.token_secret_file", "%v", err)
+			} else if !fi.Mode().IsRegular() {
+				v.fail("policy.token_secret_file", "%s is not a regular file", p.TokenSecretFile)
 			}
 		}
 	}

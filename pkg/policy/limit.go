@@ -43,7 +43,7 @@ type take int
 const (
 	taken      take = iota // within the rate
 	refused                // over it, and already refused before: logged
-	refusedNew             // over it, the first refusal since the bucket was full
+	refusedNew             // over it, the first refusal since the sweep last forgot the bucket (full)
 	tableFull              // a new key, and no room for it
 )
 

@@ -104,7 +104,16 @@ type Policy struct {
 
 	refusals  [numReasons]atomic.Int64
 	fullShown [2]atomic.Bool // a limiter's table-full refusal was logged
+	told      atomic.Int64   // senders over their rate logged since the last sweep
 }
+
+// maxTold bounds the senders over their rate logged one by one between two
+// sweeps (a second): a flood from forged addresses across an allowed /16
+// must not write a line for each. The others are summed up by the sweep.
+const maxTold = 10
+
+// tell reports whether one more sender over its rate may be logged now.
+func (p *Policy) tell() bool { return p.told.Add(1) <= maxTold }
 
 // New returns the policy of cfg. It fails when a key needs a part that
 // cfg lacks.
@@ -136,8 +145,10 @@ func (p *Policy) Source(src netip.Addr, now time.Time) bool {
 	case taken:
 		return true
 	case refusedNew:
-		p.log.Warn("policy: source over its rate: its datagrams are dropped until it slows down",
-			"reason", SourceRate.String(), "src", src.String(), "source_rate", p.c.SourceRate.String())
+		if p.tell() {
+			p.log.Warn("policy: source over its rate: its datagrams are dropped until it slows down",
+				"reason", SourceRate.String(), "src", src.String(), "source_rate", p.c.SourceRate.String())
+		}
 	case tableFull:
 		p.tableFull(0, "source_rate", src.String())
 	}
@@ -174,8 +185,10 @@ func (p *Policy) Admit(ph Phone, now time.Time) Refusal {
 		switch p.macs.take(ph.MAC, since(p.epoch, now)) {
 		case taken:
 		case refusedNew:
-			p.log.Warn("policy: MAC over its rate: its SUBSCRIBEs are dropped until they slow down",
-				"reason", MACRate.String(), "mac", ph.MAC, "src", ph.Src.String(), "mac_rate", p.c.MACRate.String())
+			if p.tell() {
+				p.log.Warn("policy: MAC over its rate: its SUBSCRIBEs are dropped until they slow down",
+					"reason", MACRate.String(), "mac", ph.MAC, "src", ph.Src.String(), "mac_rate", p.c.MACRate.String())
+			}
 			return p.refuse(MACRate, "")
 		case tableFull:
 			p.tableFull(1, "mac_rate", ph.MAC)
@@ -183,6 +196,10 @@ func (p *Policy) Admit(ph Phone, now time.Time) Refusal {
 		default:
 			return p.refuse(MACRate, "")
 		}
+	}
+	if p.c.NeighborCheck && ph.MAC == "" {
+		// Nothing to check before the NOTIFY: refused before the 200.
+		return p.refuse(NeighborMismatch, "the phone sent no MAC to check")
 	}
 	if p.c.ContactIsSource && !ph.ContactIsSource {
 		c := ph.Contact
@@ -292,7 +309,12 @@ func (p *Policy) Explain(req resolve.Request, now time.Time) ([]string, Refusal)
 		trace = append(trace, "policy: source_rate "+p.c.SourceRate.String()+", mac_rate "+p.c.MACRate.String()+": applied to live SUBSCRIBEs")
 	}
 	r := p.check(req.MAC, now, &trace)
-	if p.c.NeighborCheck && !r.Refused() {
+	switch {
+	case !p.c.NeighborCheck || r.Refused():
+	case req.MAC == "":
+		trace = append(trace, "policy: neighbor_check: the phone sent no MAC to check: refused")
+		r = Refusal{Reason: NeighborMismatch, Detail: "the phone sent no MAC to check"}
+	default:
 		trace = append(trace, "policy: neighbor_check: the kernel's neighbour entry of the source must hold "+req.MAC+" (checked before the NOTIFY)")
 	}
 	return trace, r
@@ -345,6 +367,10 @@ func (p *Policy) sweep(now time.Time) {
 	ended := p.sources.sweep(n) + p.macs.sweep(n)
 	if ended > 0 {
 		p.log.Info("policy: senders back under their rate", "count", ended)
+	}
+	if told := p.told.Swap(0); told > maxTold {
+		p.log.Warn("policy: more senders went over their rate than are logged one by one",
+			"not_logged", told-maxTold, "logged", maxTold)
 	}
 	if p.sources.size() < maxBuckets {
 		p.fullShown[0].Store(false)
