@@ -695,4 +695,33 @@ func TestOpsScript(t *testing.T) {
 	events.wait(t, "PnpReload", func(map[string]string) bool { return true })
 	ops(1, "unassign", "000413aabbcc") // gone already: Asterisk says so
 	ops(2, "assign", "nonsense", "acme")
+
+	// The policy's keys (issue 6), as pnpd ctl writes them.
+	a.CLI(t, "database put pnp pending/000413aabbcc brand=snom&outcome=pending")
+	if out := ops(0, "pending"); !strings.Contains(out, "000413aabbcc") {
+		t.Errorf("pending: %s", out)
+	}
+	ops(0, "approve", "00:04:13:aa:bb:cc", "acme")
+	events.wait(t, "PnpReload", func(map[string]string) bool { return true })
+	if out := a.CLI(t, "database get pnp pending/000413aabbcc"); !strings.Contains(out, "not found") {
+		t.Errorf("approve left the pending entry: %s", out)
+	}
+	if out := a.CLI(t, "database get pnp mac/000413aabbcc"); !strings.Contains(out, "Value: acme") {
+		t.Errorf("approve: %s", out)
+	}
+	ops(0, "window-open", "30m")
+	events.wait(t, "PnpReload", func(map[string]string) bool { return true })
+	out := a.CLI(t, "database get pnp window")
+	v, _ := strings.CutPrefix(strings.TrimSpace(out), "Value: ")
+	if until, err := time.Parse(time.RFC3339, v); err != nil || until.Before(time.Now().Add(25*time.Minute)) || until.After(time.Now().Add(31*time.Minute)) {
+		t.Errorf("window-open 30m wrote %q", out)
+	}
+	ops(2, "window-open", "30")
+	ops(0, "window-close")
+	ops(1, "window-close") // not open: Asterisk says so
+	a.CLI(t, "database put pnp provisioned/000413aabbcc 2026-11-26T00:00:00Z")
+	ops(0, "rearm", "000413aabbcc")
+	if out := a.CLI(t, "database get pnp provisioned/000413aabbcc"); !strings.Contains(out, "not found") {
+		t.Errorf("rearm: %s", out)
+	}
 }

@@ -5,6 +5,11 @@
 #   pnp-ops.sh assign MAC TENANT      # or a whole URL instead of TENANT
 #   pnp-ops.sh unassign MAC
 #   pnp-ops.sh tenant-set NAME URL
+#   pnp-ops.sh pending                # phones waiting for approval ([policy] unknown = "approve")
+#   pnp-ops.sh approve MAC TENANT     # assign, and clear pending/<mac>
+#   pnp-ops.sh window-open DURATION   # e.g. 30m, 2h, 90s ([policy] window = true)
+#   pnp-ops.sh window-close
+#   pnp-ops.sh rearm MAC              # [policy] once: answer the phone again
 #   pnp-ops.sh reload                 # only the UserEvent
 #
 # The database changes go through `asterisk -rx` (run it where that works:
@@ -58,7 +63,17 @@ reload() {
 	echo "PnpReload sent"
 }
 
-[[ $# -ge 1 ]] || die "usage: pnp-ops.sh assign MAC TENANT | unassign MAC | tenant-set NAME URL | reload"
+# seconds DURATION: "30m", "2h", "90s" as seconds, at most 7 days.
+seconds() {
+	[[ $1 =~ ^([0-9]+)([smh])$ ]] || die "$1 is not a duration such as 30m, 2h or 90s"
+	local n=${BASH_REMATCH[1]} unit=${BASH_REMATCH[2]}
+	case $unit in m) n=$((n * 60)) ;; h) n=$((n * 3600)) ;; esac
+	((n > 0 && n <= 604800)) || die "$1: want more than 0 and at most 168h"
+	printf '%s' "$n"
+}
+
+usage="assign MAC TENANT | unassign MAC | tenant-set NAME URL | pending | approve MAC TENANT | window-open DURATION | window-close | rearm MAC | reload"
+[[ $# -ge 1 ]] || die "usage: pnp-ops.sh $usage"
 case $1 in
 assign)
 	[[ $# -eq 3 ]] || die "usage: pnp-ops.sh assign MAC TENANT"
@@ -74,6 +89,31 @@ tenant-set)
 	[[ $# -eq 3 ]] || die "usage: pnp-ops.sh tenant-set NAME URL"
 	[[ $2 != */* && $2 != *' '* ]] || die "$2 is not a tenant name (no '/', no spaces)"
 	db put "$family" "tenant/$2/url" "$3"
+	reload ;;
+pending)
+	[[ $# -eq 1 ]] || die "usage: pnp-ops.sh pending"
+	"$ast" -rx "database show $family/pending" ;;
+approve)
+	[[ $# -eq 3 ]] || die "usage: pnp-ops.sh approve MAC TENANT"
+	m=$(mac "$2") || exit 2
+	db put "$family" "mac/$m" "$3"
+	db del "$family" "pending/$m" || echo "pnp-ops.sh: $m was not pending; assigned anyway" >&2
+	reload ;;
+window-open)
+	[[ $# -eq 2 ]] || die "usage: pnp-ops.sh window-open DURATION"
+	s=$(seconds "$2") || exit 2
+	until=$(date -u -d "@$(($(date +%s) + s))" +%Y-%m-%dT%H:%M:%SZ)
+	db put "$family" window "$until"
+	echo "provisioning window open until $until"
+	reload ;;
+window-close)
+	[[ $# -eq 1 ]] || die "usage: pnp-ops.sh window-close"
+	db del "$family" window
+	reload ;;
+rearm)
+	[[ $# -eq 2 ]] || die "usage: pnp-ops.sh rearm MAC"
+	m=$(mac "$2") || exit 2
+	db del "$family" "provisioned/$m"
 	reload ;;
 reload)
 	reload ;;
