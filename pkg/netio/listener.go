@@ -33,7 +33,8 @@ type Config struct {
 	// read the group and send the 200 (1 to 99; see recv.go). It needs
 	// CAP_SYS_NICE or an RLIMIT_RTPRIO of at least Priority; without
 	// either the threads keep the normal policy (a warning in raw mode,
-	// where it matters).
+	// where it matters). A reader whose queue stays full yields to the
+	// normal policy until it drains (overloadAfter in recv.go).
 	Priority int
 	Logger   *slog.Logger // nil: discard
 }
