@@ -128,16 +128,16 @@ func burn(d time.Duration) {
 //
 // The demotion does not hang on the machine's speed: the first flood
 // datagram holds the handler until the test has queued thousands behind
-// it, which take at least 50 µs of wall time each, far more than
-// overloadAfter in all. The test then keeps flooding (at most
-// maxFlood datagrams) until it sees the normal policy, so that the
-// window in which to see it stays open.
+// it, which take at least 50 µs of wall time each. The test then keeps
+// flooding (at most maxFlood datagrams, and for at most 20 × overloadAfter
+// plus 10 s) until it sees the normal policy, so that the window in which
+// to see it stays open.
 func TestReaderYieldsUnderFlood(t *testing.T) {
 	needRealtime(t)
 	const (
 		cost     = 50 * time.Microsecond
 		prefill  = 4000
-		maxFlood = 200_000
+		maxFlood = 20_000_000
 	)
 	probes := make(chan string, 4)
 	gate := make(chan struct{})
@@ -187,7 +187,8 @@ func TestReaderYieldsUnderFlood(t *testing.T) {
 	close(gate)
 	demoted := false
 	sent := prefill
-	for ; sent < maxFlood; sent++ {
+	until := time.Now().Add(20*overloadAfter + 10*time.Second)
+	for ; sent < maxFlood && (sent%1024 != 0 || time.Now().Before(until)); sent++ {
 		if sent%64 == 0 {
 			if a := f.policy(t); a.Policy == unix.SCHED_NORMAL {
 				if a.Nice != self.Nice {
