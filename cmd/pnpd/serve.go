@@ -134,7 +134,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	log.Info("ready", "mode", string(l.Mode()), "group", cfg.SIP.Group.String(), "interfaces", strings.Join(names, ","),
 		"allow", prefixes(allow), "rules", len(cfg.Resolve.Rules), "default", resolve.Redact(cfg.Resolve.Default),
 		"pbx", pbxName(cfg.AMI), "observe", observe, "policy", policySummary(cfg.Policy))
-	if observe {
+	switch {
+	case observe && cfg.Resolve.Default != "":
+		log.Warn("observe mode: [policy] unknown = \"observe\" withholds the default, and there are no rules and no [ami], so no phone is answered")
+	case observe:
 		log.Warn("observe mode: no [resolve] default, no rules and no [ami], so no phone is answered")
 	}
 

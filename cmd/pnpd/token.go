@@ -15,7 +15,9 @@ import (
 const tokenUsage = `usage:
   pnpd token verify [-config FILE] -mac MAC TOKEN
         exit 0 and print "valid until TIME" when pnpd signed TOKEN for MAC
-        and it has not expired; exit 1 with the reason when not
+        and it has not expired; exit 1 with the reason when not (2 when
+        the command line is wrong). TOKEN is always the last argument,
+        read as a token even when it starts with '-'
   pnpd token sign   [-config FILE] -mac MAC
         print a fresh token for MAC, as serve puts it in {token}
 `
@@ -43,22 +45,27 @@ func tokenVerify(args []string, stdout, stderr io.Writer) (int, error) {
 	fs := newFlagSet("token verify", stderr)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration file")
 	macFlag := fs.String("mac", "", "the MAC the token must be signed for (required)")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return 0, err
+	// The token is whatever a client put in its URL: it is the last
+	// argument, never a flag, so that "-h" or "-mac=..." as a token is a
+	// malformed token and never help (exit 0) or another MAC.
+	if len(args) == 0 || (len(args) >= 2 && (args[len(args)-2] == "-mac" || args[len(args)-2] == "-config")) {
+		// Nothing after the flags' values: flags only, no token.
+		if err := fs.Parse(args); err != nil {
+			return 0, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		return 0, fmt.Errorf("%w: missing TOKEN", errUsage)
+	}
+	token := args[len(args)-1]
+	if err := fs.Parse(args[:len(args)-1]); err != nil {
+		return 0, fmt.Errorf("%w: %v", errUsage, err) // -h among the flags included: never exit 0
+	}
+	if fs.NArg() > 0 {
+		return 0, fmt.Errorf("%w: unexpected argument %q (TOKEN is the last argument)", errUsage, fs.Arg(0))
 	}
 	mac, err := tokenMAC(*macFlag)
 	if err != nil {
 		return 0, err
 	}
-	switch len(pos) {
-	case 0:
-		return 0, fmt.Errorf("%w: missing TOKEN", errUsage)
-	case 1:
-	default:
-		return 0, fmt.Errorf("%w: unexpected argument %q", errUsage, pos[1])
-	}
-	token := pos[0]
 	s, _, err := tokenSigner(*cfgPath)
 	if err != nil {
 		return 0, err

@@ -58,7 +58,7 @@ func TestTokenCommand(t *testing.T) {
 		stderrHave string // "" means stderr must be empty
 	}{
 		{"valid", []string{"verify", "-config", cfg, "-mac", mac, valid}, 0, "valid until " + validUntil + "\n", ""},
-		{"valid, flags after the token", []string{"verify", valid, "-mac", mac, "-config", cfg}, 0, "valid until " + validUntil + "\n", ""},
+		{"flags after the token", []string{"verify", valid, "-mac", mac, "-config", cfg}, 2, "", "missing TOKEN"},
 		{"valid, MAC with colons", []string{"verify", "-config", cfg, "-mac", "00:1F:C1:1B:4E:1C", valid}, 0, "valid until " + validUntil + "\n", ""},
 		{"valid after --", []string{"verify", "-config", cfg, "-mac", mac, "--", valid}, 0, "valid until " + validUntil + "\n", ""},
 		{"expired", []string{"verify", "-config", cfg, "-mac", mac, expired}, 1, "", "pnpd token verify: expired at " + expiredAt + "\n"},
@@ -69,7 +69,16 @@ func TestTokenCommand(t *testing.T) {
 		{"no -mac", []string{"verify", "-config", cfg, valid}, 2, "", "-mac is required"},
 		{"not a MAC", []string{"verify", "-config", cfg, "-mac", "nope", valid}, 2, "", `-mac "nope" is not a MAC address`},
 		{"no TOKEN", []string{"verify", "-config", cfg, "-mac", mac}, 2, "", "missing TOKEN"},
-		{"extra argument", []string{"verify", "-config", cfg, "-mac", mac, valid, "more"}, 2, "", `unexpected argument "more"`},
+		{"extra argument", []string{"verify", "-config", cfg, "-mac", mac, valid, "more"}, 2, "", `unexpected argument "` + valid + `"`},
+		// The token comes from a client's URL: whatever it holds, it is a
+		// token, never help (exit 0) or a flag.
+		{"token -h", []string{"verify", "-config", cfg, "-mac", mac, "-h"}, 1, "", "malformed: 2 characters"},
+		{"token --help", []string{"verify", "-config", cfg, "-mac", mac, "--help"}, 1, "", "malformed: 6 characters"},
+		{"token -help", []string{"verify", "-config", cfg, "-mac", mac, "-help"}, 1, "", "malformed"},
+		{"token -mac=", []string{"verify", "-config", cfg, "-mac", mac, "-mac=001fc11b4e1d"}, 1, "", "malformed"},
+		{"token -config=", []string{"verify", "-config", cfg, "-mac", mac, "-config=/dev/null"}, 1, "", "malformed"},
+		{"token --", []string{"verify", "-config", cfg, "-mac", mac, "--"}, 1, "", "malformed"},
+		{"help among the flags", []string{"verify", "-h", "-mac", mac, valid}, 2, "", "help requested"},
 		{"unknown flag", []string{"verify", "-config", cfg, "-mac", mac, "-ttl", "1h", valid}, 2, "", "flag provided but not defined: -ttl"},
 		{"unknown subcommand", []string{"check", "-mac", mac, valid}, 2, "", `unknown subcommand "check"`},
 		{"no subcommand", nil, 2, "", "want a subcommand"},

@@ -21,6 +21,12 @@ const (
 	DefaultLoadTimeout = 60 * time.Second
 	DefaultCallTimeout = 5 * time.Second
 	DefaultMaxPending  = 10000
+	// MaxSeen bounds the seen/<mac> records of phones the PBX does not
+	// know (no mac/, pending/ or provisioned/ key): the MAC is whatever a
+	// SUBSCRIBE claims, so without a bound forged SUBSCRIBEs with made-up
+	// MACs would add a key each. Beyond it such a record is not written
+	// (counted, logged once); phones the PBX knows are always recorded.
+	MaxSeen = 100000
 )
 
 // Config configures a PBX. NewPBX does not modify it.
@@ -58,6 +64,9 @@ type Stats struct {
 	// PendingOverflows counts the phones not recorded as pending because
 	// MaxPending were already.
 	PendingOverflows int64
+	// SeenOverflows counts the seen records of unknown phones not written
+	// because MaxSeen were already.
+	SeenOverflows int64
 }
 
 // PBX is pnpd's view of the PBX. It implements resolve.PBX and
@@ -87,6 +96,11 @@ type PBX struct {
 	pending                                            atomic.Int64 // writes queued or being done
 	pendingOverflows                                   atomic.Int64
 	pendingLogged                                      atomic.Bool
+
+	seenMu        sync.Mutex
+	seenNew       map[string]struct{} // unknown phones' seen records queued since the snapshot
+	seenOverflows atomic.Int64
+	seenLogged    atomic.Bool
 }
 
 // write is one queued write: a UserEvent or a DBPut.
@@ -169,7 +183,7 @@ func (p *PBX) Reload() {
 func (p *PBX) Stats() Stats {
 	return Stats{Snapshot: p.snap.Load(), Loads: p.loads.Load(), LoadErrors: p.loadErrors.Load(),
 		QueueDepth: int(p.pending.Load()), Written: p.written.Load(), Overflows: p.overflows.Load(),
-		WriteErrors: p.writeErrors.Load(), PendingOverflows: p.pendingOverflows.Load()}
+		WriteErrors: p.writeErrors.Load(), PendingOverflows: p.pendingOverflows.Load(), SeenOverflows: p.seenOverflows.Load()}
 }
 
 // Window returns the end of the provisioning window of the snapshot (zero
@@ -245,9 +259,59 @@ func (p *PBX) Observe(ev pnp.Event) {
 				p.enqueue(write{event: EventFailed, ev: ev})
 			}
 		}
-		if mac != "" {
+		if mac != "" && p.admitSeen(mac) {
 			p.enqueue(write{key: resolve.KeySeen, ev: ev})
 		}
+	}
+}
+
+// admitSeen reports whether the seen record of mac may be written: always
+// for a phone the snapshot knows, and for others while the family holds
+// fewer than MaxSeen seen records (the snapshot's, and those of unknown
+// phones queued since).
+func (p *PBX) admitSeen(mac string) bool {
+	snap := p.snap.Load()
+	base := 0
+	if snap != nil {
+		if _, ok := snap.MACs[mac]; ok {
+			return true
+		}
+		if _, ok := snap.Pending[mac]; ok {
+			return true
+		}
+		if _, ok := snap.Provisioned[mac]; ok {
+			return true
+		}
+		base = snap.Seen
+	}
+	p.seenMu.Lock()
+	defer p.seenMu.Unlock()
+	if _, ok := p.seenNew[mac]; ok {
+		return true
+	}
+	if base+len(p.seenNew) >= MaxSeen {
+		n := p.seenOverflows.Add(1)
+		if p.seenLogged.CompareAndSwap(false, true) {
+			p.log.Warn("pbx: the family holds the most seen records of unknown phones: new ones are not written",
+				"max_seen", MaxSeen, "not_written", n, "mac", mac)
+		}
+		return false
+	}
+	if p.seenNew == nil {
+		p.seenNew = map[string]struct{}{}
+	}
+	p.seenNew[mac] = struct{}{}
+	return true
+}
+
+// seenPublished forgets the unknown phones counted since the last snapshot:
+// the new one counts their records (those written before it was read).
+func (p *PBX) seenPublished(s *resolve.Snapshot) {
+	p.seenMu.Lock()
+	p.seenNew = nil
+	p.seenMu.Unlock()
+	if s.Seen < MaxSeen {
+		p.seenLogged.Store(false)
 	}
 }
 
@@ -468,6 +532,7 @@ func (p *PBX) load(ctx context.Context, why string) bool {
 	if pending := p.ov.publish(&p.snap, s, epoch); pending < p.maxPending {
 		p.pendingLogged.Store(false)
 	}
+	p.seenPublished(s)
 	p.loads.Add(1)
 	p.once.Do(func() { close(p.loaded) })
 	p.log.Info("pbx snapshot", "why", why, "family", p.family, "entries", s.Entries, "phones", len(s.MACs),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pnpd/pnpd/ami"
 	"github.com/pnpd/pnpd/ami/amitest"
+	"github.com/pnpd/pnpd/pkg/phone"
 	"github.com/pnpd/pnpd/pkg/pnp"
 	"github.com/pnpd/pnpd/pkg/resolve"
 )
@@ -522,5 +523,43 @@ func TestOverlayConcurrent(t *testing.T) {
 	}
 	if s := p.Snapshot(); len(s.Provisioned) != workers*per/2 || len(s.Pending) != workers*per/2 {
 		t.Errorf("snapshot: %d provisioned, %d pending", len(s.Provisioned), len(s.Pending))
+	}
+}
+
+// Forged SUBSCRIBEs with made-up MACs cannot grow the family without
+// bound: beyond MaxSeen seen records, unknown phones' are not written;
+// known phones' always are.
+func TestSeenBounded(t *testing.T) {
+	p := New(Config{Queue: 16})
+	s := resolve.NewSnapshot(2)
+	s.Add(resolve.MACKey("0015657322ff"), "acme")
+	s.Seen = MaxSeen - 2
+	p.snap.Store(s)
+	done := func(mac string) pnp.Event {
+		return pnp.Event{Kind: pnp.EventDone, Outcome: "refused", Identity: phone.Identity{MAC: mac}}
+	}
+	for _, mac := range []string{"020000000001", "020000000002", "020000000003", "020000000001", "0015657322ff"} {
+		p.Observe(done(mac))
+	}
+	var seen []string
+	for len(p.queue) > 0 {
+		if w := <-p.queue; w.key == resolve.KeySeen {
+			seen = append(seen, w.ev.Identity.MAC)
+		}
+	}
+	want := []string{"020000000001", "020000000002", "020000000001", "0015657322ff"}
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Errorf("seen records written for %v, want %v", seen, want)
+	}
+	if st := p.Stats(); st.SeenOverflows != 1 {
+		t.Errorf("SeenOverflows %d, want 1", st.SeenOverflows)
+	}
+	// A new snapshot with room: unknown phones are recorded again.
+	s2 := resolve.NewSnapshot(0)
+	p.snap.Store(s2)
+	p.seenPublished(s2)
+	p.Observe(done("020000000003"))
+	if w := <-p.queue; w.key != resolve.KeySeen || w.ev.Identity.MAC != "020000000003" {
+		t.Errorf("after a snapshot with room: %+v", w)
 	}
 }

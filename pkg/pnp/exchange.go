@@ -223,10 +223,11 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 	// With neighbor_check the NOTIFY waits for the kernel to resolve the
 	// phone's address, which the 200 starts: off the reader.
 	check := s.pol != nil && s.pol.NeighborCheck()
-	if !decided {
-		// The PBX must be asked: the 200 leaves now, the question is
-		// asked after it, and the NOTIFY follows only if the answer is a
-		// URL. A bounded number of questions wait at once; beyond that
+	if !decided || check {
+		// The PBX must be asked, or the neighbour checked: the 200
+		// leaves now, the work is done after it, and the NOTIFY follows
+		// only if the answer is a URL (and the check passes). A bounded
+		// number of such exchanges wait at once (MaxAsking); beyond that
 		// the SUBSCRIBE is forgotten, so that its retransmission is
 		// handled anew.
 		select {
@@ -239,7 +240,7 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 		}
 	}
 	release := func() {
-		if !decided {
+		if !decided || check {
 			<-s.asking
 		}
 	}
@@ -348,9 +349,11 @@ func (s *Server) decide(req resolve.Request) (d resolve.Decision, decided bool, 
 // the 200 (decided false), and the policy's neighbour check. Then it sends
 // the NOTIFY, or ends the exchange without one.
 func (s *Server) later(ex *exchange, p Packet, req resolve.Request, decided bool) {
-	defer s.asked.Done()
+	defer func() {
+		<-s.asking
+		s.asked.Done()
+	}()
 	if !decided {
-		defer func() { <-s.asking }()
 		ctx, cancel := context.WithTimeout(s.askCtx, s.resolveT)
 		d, err := s.res.Resolve(ctx, req)
 		cancel()

@@ -64,9 +64,10 @@ type Config struct {
 	MaxTransactions int           // open server and client transactions; default 50000
 	T1, T2          time.Duration // RFC 3261 timers; defaults 500 ms and 4 s
 	ResolveTimeout  time.Duration // bound on one Resolve call; default 2 s
-	// MaxAsking bounds the phones whose URL is being asked of the PBX at
-	// once (after their 200); default 256. Beyond it a SUBSCRIBE that
-	// needs a question is dropped (counted as "busy"): the phone retries.
+	// MaxAsking bounds the phones whose URL is being asked of the PBX,
+	// or whose neighbour entry is being checked, at once (after their
+	// 200); default 256. Beyond it such a SUBSCRIBE is dropped (counted
+	// as "busy"): the phone retries.
 	MaxAsking int
 	// Observer, if set, is told of every SUBSCRIBE transaction and every
 	// outcome.

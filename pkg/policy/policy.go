@@ -338,7 +338,7 @@ func (p *Policy) CheckNeighbor(ctx context.Context, iface string, ip netip.Addr,
 	defer cancel()
 	hw, err := p.neighbor(ctx, iface, ip)
 	if err != nil {
-		return p.refuse(NeighborMismatch, "no neighbour entry for "+ip.String()+" on "+iface+": "+err.Error())
+		return p.refuse(NeighborMismatch, "the kernel did not resolve "+ip.String()+" on "+iface+" in time: "+err.Error())
 	}
 	got := strings.ReplaceAll(hw.String(), ":", "")
 	if got != mac {

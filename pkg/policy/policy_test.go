@@ -732,7 +732,7 @@ func TestCheckNeighbor(t *testing.T) {
 			detail: []string{"neighbor-mismatch: 192.168.1.10 is at 00:04:f2:00:00:01 on eth0, not at the claimed 001565aabbcc"}},
 		{name: "prefix of the claim", mac: yealinkMAC, hw: hw("00:15:65:aa:bb:cd"), want: NeighborMismatch},
 		{name: "lookup error", mac: yealinkMAC, err: lookupErr, want: NeighborMismatch,
-			detail: []string{"no neighbour entry for 192.168.1.10 on eth0: netio: no neighbour entry"}},
+			detail: []string{"the kernel did not resolve 192.168.1.10 on eth0 in time: netio: no neighbour entry"}},
 		{name: "no MAC", mac: "", hw: hw("00:15:65:aa:bb:cc"), want: NeighborMismatch, noAsk: true,
 			detail: []string{"the phone sent no MAC to check"}},
 		{name: "empty entry", mac: yealinkMAC, hw: net.HardwareAddr{}, want: NeighborMismatch},
@@ -823,11 +823,23 @@ func TestCheckNeighbor(t *testing.T) {
 	})
 }
 
+// Serve sweeps the buckets that refilled, and returns when ctx ends.
 func TestServe(t *testing.T) {
-	p, _ := newTestPolicy(t, Config{Policy: defaults()})
+	pc := defaults()
+	pc.SourceRate = config.Rate{N: 10, Per: 10 * time.Millisecond}
+	p, _ := newTestPolicy(t, Config{Policy: pc})
+	p.Source(netip.MustParseAddr("10.0.0.1"), time.Now())
+	if st := p.Stats(); st.Sources != 1 {
+		t.Fatalf("tracked %d sources, want 1", st.Sources)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); p.Stats().Sources != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Serve never swept the refilled bucket")
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve: %v", err)

@@ -74,6 +74,7 @@ type Snapshot struct {
 	Provisioned map[string]time.Time
 	Taken       time.Time // when the read finished
 	Entries     int       // keys read
+	Seen        int       // seen/ keys read
 	Ignored     int       // keys that are none of the above (seen/ not counted)
 }
 
@@ -142,6 +143,7 @@ func (s *Snapshot) Add(key, value string) {
 	case key == KeyDefault:
 		s.Default = value
 	case strings.HasPrefix(key, KeySeen):
+		s.Seen++
 	case strings.HasPrefix(key, KeyPending):
 		mac, ok := phone.NormalizeMAC(key[len(KeyPending):])
 		if !ok {
