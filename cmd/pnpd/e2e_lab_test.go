@@ -394,10 +394,20 @@ func (l *lab) stop() {
 // returns its keys.
 func (l *lab) waitLog(t *testing.T, want map[string]string) map[string]string {
 	t.Helper()
+	got, ok := l.findLog(0, want)
+	if !ok {
+		t.Errorf("serve log has no line with %v", want)
+	}
+	return got
+}
+
+// findLog waits up to logTimeout for a serve log line after the first skip
+// whose keys have the wanted values, and returns its keys.
+func (l *lab) findLog(skip int, want map[string]string) (map[string]string, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), logTimeout)
 	defer cancel()
 	var got map[string]string
-	_, err := l.log.waitLine(ctx, func(s string) bool {
+	_, err := l.log.waitLineFrom(ctx, skip, func(s string) bool {
 		kv := logfmt(s)
 		for k, v := range want {
 			if kv[k] != v {
@@ -407,11 +417,7 @@ func (l *lab) waitLog(t *testing.T, want map[string]string) map[string]string {
 		got = kv
 		return true
 	})
-	if err != nil {
-		t.Errorf("serve log has no line with %v", want)
-		return nil
-	}
-	return got
+	return got, err == nil
 }
 
 // logLines returns the serve log lines whose keys have the wanted values.

@@ -58,20 +58,8 @@ func (e *policyPBX) mark() int { return len(completeLines(e.log.String())) }
 // have the wanted values, and fails the test after logTimeout.
 func (e *policyPBX) waitLogFrom(t *testing.T, skip int, want map[string]string) map[string]string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), logTimeout)
-	defer cancel()
-	var got map[string]string
-	_, err := e.log.waitLineFrom(ctx, skip, func(s string) bool {
-		kv := logfmt(s)
-		for k, v := range want {
-			if kv[k] != v {
-				return false
-			}
-		}
-		got = kv
-		return true
-	})
-	if err != nil {
+	got, ok := e.findLog(skip, want)
+	if !ok {
 		t.Fatalf("serve log has no line with %v after line %d", want, skip)
 	}
 	return got
