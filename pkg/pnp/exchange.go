@@ -88,7 +88,7 @@ type exchange struct {
 	expires time.Time // when the dialog entry may go
 }
 
-func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
+func (s *Server) handleSubscribe(p Packet, m *sip.Message, now time.Time) {
 	switch {
 	case !m.IsRequest():
 		s.drop(p, dropNotRequest, nil)
@@ -127,7 +127,6 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 
 	key := txKey(via, callID, m.Get(sip.HdrCSeq))
 	dialog := string(callID) + "\x00" + string(fromAddr.Tag())
-	now := time.Now()
 	s.mu.Lock()
 	if tx, ok := s.servers[key]; ok {
 		resp, dst, port := tx.resp, tx.dst, tx.port
@@ -170,38 +169,38 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message) {
 		return
 	}
 
+	var refusal policy.Refusal
 	if s.pol != nil {
 		ph := policy.Phone{MAC: id.MAC, Src: p.Src.Addr(), Interface: portName(p.Port)}
 		ph.ContactIsSource, ph.Contact = contactIsSource(m, p.Src.Addr())
-		if r := s.pol.Admit(ph, now); r.Refused() {
-			if r.Reason == policy.MACRate {
-				// A flood: counted and dropped, logged by the policy
-				// once while it lasts; its retransmissions are taken
-				// anew.
-				s.forget(key)
-				s.drop(p, dropRateLimited, nil)
-				return
-			}
-			// The transaction stays, unanswered, so that its
-			// retransmissions are silent and the refusal is logged once.
-			// Refused transactions have a table of their own size: a
-			// flood of refusals must not lock phones out of the table.
-			s.mu.Lock()
-			if s.refusedOpen < s.maxTx {
-				tx.refused = true
-				s.refusedOpen++
-			} else {
-				delete(s.servers, key)
-			}
-			s.mu.Unlock()
-			s.stats.subscribes.Add(1)
-			s.observe(seen)
-			s.outcome(&exchange{id: id, src: p.Src, port: p.Port, started: now, err: r, source: "policy"}, outcomeRefused, 0)
+		refusal = s.pol.Admit(ph, now)
+		if refusal.Reason == policy.MACRate {
+			// A flood: counted and dropped, logged by the policy once
+			// while it lasts; its retransmissions are taken anew.
+			s.forget(key)
+			s.drop(p, dropRateLimited, nil)
 			return
 		}
 	}
-
 	s.stats.subscribes.Add(1)
+	if refusal.Refused() {
+		// The transaction stays, unanswered, so that its retransmissions
+		// are silent and the refusal is logged once. Refused transactions
+		// have a table of their own size: a flood of refusals must not
+		// lock phones out of the table.
+		s.mu.Lock()
+		if s.refusedOpen < s.maxTx {
+			tx.refused = true
+			s.refusedOpen++
+		} else {
+			delete(s.servers, key)
+		}
+		s.mu.Unlock()
+		s.observe(seen)
+		s.outcome(&exchange{id: id, src: p.Src, port: p.Port, started: now, err: refusal, source: "policy"}, outcomeRefused, 0)
+		return
+	}
+
 	req := resolve.Request{MAC: id.MAC, Brand: id.Brand, Model: id.Model, Version: id.Firmware,
 		IP: p.Src.Addr(), Interface: portName(p.Port)}
 	d, decided, err := s.decide(req)

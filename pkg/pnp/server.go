@@ -254,13 +254,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // or a response to one of our NOTIFYs sent to a Port's unicast address.
 func (s *Server) Handle(p Packet) {
 	s.stats.datagrams.Add(1)
+	var now time.Time // read once for a datagram to the group
 	if p.Group {
 		// The cheap refusals first, before the datagram is even parsed.
 		if !s.allowed(p.Src.Addr()) {
 			s.drop(p, dropNotAllowed, nil)
 			return
 		}
-		if s.pol != nil && !s.pol.Source(p.Src.Addr(), time.Now()) {
+		now = time.Now()
+		if s.pol != nil && !s.pol.Source(p.Src.Addr(), now) {
 			s.drop(p, dropRateLimited, nil)
 			return
 		}
@@ -275,7 +277,7 @@ func (s *Server) Handle(p Packet) {
 		s.handleUnicast(p, m)
 		return
 	}
-	s.handleSubscribe(p, m)
+	s.handleSubscribe(p, m, now)
 }
 
 // drop counts and logs (at debug) a datagram that gets no answer.
