@@ -91,17 +91,30 @@ type PBX struct {
 	loaded chan struct{} // closed after the first snapshot
 	once   sync.Once
 
-	loads, loadErrors, written, overflows, writeErrors atomic.Int64
-	overflowLogged                                     atomic.Bool
-	pending                                            atomic.Int64 // writes queued or being done
-	pendingOverflows                                   atomic.Int64
-	pendingLogged                                      atomic.Bool
+	loads, loadErrors, written, writeErrors atomic.Int64
+	pending                                 atomic.Int64 // writes queued or being done
+	// Writes given up: the queue full, MaxPending reached, MaxSeen
+	// reached.
+	overflows, pendingOverflows, seenOverflows loss
 
-	seenMu        sync.Mutex
-	seenNew       map[string]struct{} // unknown phones' seen records queued since the snapshot
-	seenOverflows atomic.Int64
-	seenLogged    atomic.Bool
+	seenMu  sync.Mutex
+	seenNew map[string]struct{} // unknown phones' seen records queued since the snapshot
 }
+
+// loss counts writes given up for one reason, and has the first of each
+// episode logged: the rest are only counted until rearm.
+type loss struct {
+	n      atomic.Int64
+	logged atomic.Bool
+}
+
+// add counts one loss; first reports whether it is the episode's first.
+func (l *loss) add() (n int64, first bool) {
+	return l.n.Add(1), l.logged.CompareAndSwap(false, true)
+}
+
+// rearm ends the episode: the next loss is logged again.
+func (l *loss) rearm() { l.logged.Store(false) }
 
 // write is one queued write: a UserEvent or a DBPut.
 // What to send is built by the writer, off the receive path.
@@ -182,8 +195,8 @@ func (p *PBX) Reload() {
 // Stats returns the counters.
 func (p *PBX) Stats() Stats {
 	return Stats{Snapshot: p.snap.Load(), Loads: p.loads.Load(), LoadErrors: p.loadErrors.Load(),
-		QueueDepth: int(p.pending.Load()), Written: p.written.Load(), Overflows: p.overflows.Load(),
-		WriteErrors: p.writeErrors.Load(), PendingOverflows: p.pendingOverflows.Load(), SeenOverflows: p.seenOverflows.Load()}
+		QueueDepth: int(p.pending.Load()), Written: p.written.Load(), Overflows: p.overflows.n.Load(),
+		WriteErrors: p.writeErrors.Load(), PendingOverflows: p.pendingOverflows.n.Load(), SeenOverflows: p.seenOverflows.n.Load()}
 }
 
 // Window returns the end of the provisioning window of the snapshot (zero
@@ -290,8 +303,7 @@ func (p *PBX) admitSeen(mac string) bool {
 		return true
 	}
 	if base+len(p.seenNew) >= MaxSeen {
-		n := p.seenOverflows.Add(1)
-		if p.seenLogged.CompareAndSwap(false, true) {
+		if n, first := p.seenOverflows.add(); first {
 			p.log.Warn("pbx: the family holds the most seen records of unknown phones: new ones are not written",
 				"max_seen", MaxSeen, "not_written", n, "mac", mac)
 		}
@@ -311,7 +323,7 @@ func (p *PBX) seenPublished(s *resolve.Snapshot) {
 	p.seenNew = nil
 	p.seenMu.Unlock()
 	if s.Seen < MaxSeen {
-		p.seenLogged.Store(false)
+		p.seenOverflows.rearm()
 	}
 }
 
@@ -331,8 +343,7 @@ func (p *PBX) put(prefix string, ev pnp.Event) {
 func (p *PBX) recordPending(ev pnp.Event) {
 	record, full := p.ov.addPending(&p.snap, ev.Identity.MAC, p.maxPending)
 	if full {
-		n := p.pendingOverflows.Add(1)
-		if p.pendingLogged.CompareAndSwap(false, true) {
+		if n, first := p.pendingOverflows.add(); first {
 			p.log.Warn("pbx: too many phones waiting for approval: new ones are not recorded",
 				"max_pending", p.maxPending, "not_recorded", n, "mac", ev.Identity.MAC)
 		}
@@ -363,8 +374,7 @@ func (p *PBX) enqueue(w write) bool {
 		return true
 	default:
 		p.pending.Add(-1)
-		n := p.overflows.Add(1)
-		if p.overflowLogged.CompareAndSwap(false, true) {
+		if n, first := p.overflows.add(); first {
 			p.log.Warn("pbx write queue full: writes are being lost", "queue", cap(p.queue), "lost", n,
 				"what", w.what())
 		}
@@ -530,7 +540,7 @@ func (p *PBX) load(ctx context.Context, why string) bool {
 	}
 	s := SnapshotOf(entries)
 	if pending := p.ov.publish(&p.snap, s, epoch); pending < p.maxPending {
-		p.pendingLogged.Store(false)
+		p.pendingOverflows.rearm()
 	}
 	p.seenPublished(s)
 	p.loads.Add(1)
@@ -586,7 +596,7 @@ func (p *PBX) writer(ctx context.Context) {
 			p.ov.finish(w.key, w.ev.Identity.MAC)
 		}
 		if p.pending.Add(-1) == 0 {
-			p.overflowLogged.Store(false)
+			p.overflows.rearm()
 		}
 	}
 }

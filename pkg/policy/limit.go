@@ -21,6 +21,7 @@ type limiter[K comparable] struct {
 
 	mu      sync.Mutex
 	buckets map[K]bucket
+	full    bool // refused a key for want of room since the last sweep that left room
 }
 
 type bucket struct {
@@ -41,10 +42,11 @@ func newLimiter[K comparable](r config.Rate) *limiter[K] {
 type take int
 
 const (
-	taken      take = iota // within the rate
-	refused                // over it, and already refused before: logged
-	refusedNew             // over it, the first refusal since the sweep last forgot the bucket (full)
-	tableFull              // a new key, and no room for it
+	taken        take = iota // within the rate
+	refused                  // over it, and already refused before: logged
+	refusedNew               // over it, the first refusal since the sweep last forgot the bucket (full)
+	tableFull                // a new key, and no room for it, refused before
+	tableFullNew             // the same, the first since the table last had room
 )
 
 // take spends one token of k at now (ns on the policy's clock).
@@ -58,7 +60,11 @@ func (l *limiter[K]) take(k K, now int64) take {
 	switch {
 	case !ok:
 		if len(l.buckets) >= maxBuckets {
-			return tableFull
+			if l.full {
+				return tableFull
+			}
+			l.full = true
+			return tableFullNew
 		}
 		b = bucket{tokens: float64(l.rate.N), last: now}
 	default:
@@ -93,6 +99,9 @@ func (l *limiter[K]) sweep(now int64) (limitedEnded int) {
 			}
 			delete(l.buckets, k)
 		}
+	}
+	if len(l.buckets) < maxBuckets {
+		l.full = false
 	}
 	return limitedEnded
 }

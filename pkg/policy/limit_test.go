@@ -20,6 +20,8 @@ func (v take) String() string {
 		return "refusedNew"
 	case tableFull:
 		return "tableFull"
+	case tableFullNew:
+		return "tableFullNew"
 	}
 	return fmt.Sprintf("take(%d)", int(v))
 }
@@ -229,8 +231,11 @@ func TestLimiterTableFull(t *testing.T) {
 			t.Fatalf("key %d of %d: %v", k+1, maxBuckets, v)
 		}
 	}
-	if v := l.take(maxBuckets, 0); v != tableFull {
-		t.Fatalf("a new key with %d tracked: %v, want tableFull", maxBuckets, v)
+	if v := l.take(maxBuckets, 0); v != tableFullNew {
+		t.Fatalf("a new key with %d tracked: %v, want tableFullNew", maxBuckets, v)
+	}
+	if v := l.take(maxBuckets+1, 0); v != tableFull {
+		t.Fatalf("the next new key: %v, want tableFull", v)
 	}
 	if n := l.size(); n != maxBuckets {
 		t.Errorf("tableFull grew the table to %d", n)
@@ -246,6 +251,9 @@ func TestLimiterTableFull(t *testing.T) {
 	}
 	if v := l.take(maxBuckets, int64(time.Second)); v != taken {
 		t.Errorf("a new key after the sweep: %v", v)
+	}
+	if l.full {
+		t.Error("the sweep left room but did not rearm the table-full report")
 	}
 }
 

@@ -102,9 +102,8 @@ type Policy struct {
 	sources *limiter[netip.Addr]
 	macs    *limiter[string]
 
-	refusals  [numReasons]atomic.Int64
-	fullShown [2]atomic.Bool // a limiter's table-full refusal was logged
-	told      atomic.Int64   // senders over their rate logged since the last sweep
+	refusals [numReasons]atomic.Int64
+	told     atomic.Int64 // senders over their rate logged since the last sweep
 }
 
 // maxTold bounds the senders over their rate logged one by one between two
@@ -149,18 +148,18 @@ func (p *Policy) Source(src netip.Addr, now time.Time) bool {
 			p.log.Warn("policy: source over its rate: its datagrams are dropped until it slows down",
 				"reason", SourceRate.String(), "src", src.String(), "source_rate", p.c.SourceRate.String())
 		}
-	case tableFull:
-		p.tableFull(0, "source_rate", src.String())
+	case tableFullNew:
+		p.tableFull("source_rate", src.String())
 	}
 	p.refusals[SourceRate].Add(1)
 	return false
 }
 
-func (p *Policy) tableFull(i int, key, who string) {
-	if p.fullShown[i].CompareAndSwap(false, true) {
-		p.log.Warn("policy: too many senders tracked at once: new ones are refused until some slow down",
-			"limit", key, "tracked", maxBuckets, "first_refused", who)
-	}
+// tableFull logs the first refusal of a limiter whose table is full,
+// once until a sweep leaves it room.
+func (p *Policy) tableFull(key, who string) {
+	p.log.Warn("policy: too many senders tracked at once: new ones are refused until some slow down",
+		"limit", key, "tracked", maxBuckets, "first_refused", who)
 }
 
 // Phone is what the policy reads of a new SUBSCRIBE.
@@ -182,7 +181,7 @@ type Phone struct {
 // log once with the phone's outcome.
 func (p *Policy) Admit(ph Phone, now time.Time) Refusal {
 	if ph.MAC != "" {
-		switch p.macs.take(ph.MAC, since(p.epoch, now)) {
+		switch v := p.macs.take(ph.MAC, since(p.epoch, now)); v {
 		case taken:
 		case refusedNew:
 			if p.tell() {
@@ -190,8 +189,10 @@ func (p *Policy) Admit(ph Phone, now time.Time) Refusal {
 					"reason", MACRate.String(), "mac", ph.MAC, "src", ph.Src.String(), "mac_rate", p.c.MACRate.String())
 			}
 			return p.refuse(MACRate, "")
-		case tableFull:
-			p.tableFull(1, "mac_rate", ph.MAC)
+		case tableFull, tableFullNew:
+			if v == tableFullNew {
+				p.tableFull("mac_rate", ph.MAC)
+			}
 			return p.refuse(MACRate, "too many MACs tracked")
 		default:
 			return p.refuse(MACRate, "")
@@ -371,12 +372,6 @@ func (p *Policy) sweep(now time.Time) {
 	if told := p.told.Swap(0); told > maxTold {
 		p.log.Warn("policy: more senders went over their rate than are logged one by one",
 			"not_logged", told-maxTold, "logged", maxTold)
-	}
-	if p.sources.size() < maxBuckets {
-		p.fullShown[0].Store(false)
-	}
-	if p.macs.size() < maxBuckets {
-		p.fullShown[1].Store(false)
 	}
 }
 

@@ -364,7 +364,7 @@ func TestSourceTableFull(t *testing.T) {
 	if !p.Source(addr(maxBuckets), now.Add(time.Second)) {
 		t.Error("a new address refused after the sweep")
 	}
-	if p.fullShown[0].Load() {
+	if p.sources.full {
 		t.Error("the sweep did not rearm the table-full warning")
 	}
 }
@@ -455,7 +455,7 @@ func TestMACTableFull(t *testing.T) {
 		t.Errorf("mac-rate refusals %d, want 3", n)
 	}
 	p.sweep(p.epoch.Add(time.Second))
-	if p.fullShown[1].Load() {
+	if p.macs.full {
 		t.Error("the sweep did not rearm the table-full warning")
 	}
 	if r := p.Admit(ph, p.epoch.Add(time.Second)); r.Refused() {
