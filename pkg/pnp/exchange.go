@@ -88,7 +88,7 @@ type exchange struct {
 	expires time.Time // when the dialog entry may go
 }
 
-func (s *Server) handleSubscribe(p Packet, m *sip.Message, now time.Time) {
+func (s *Server) handleSubscribe(st *settings, p Packet, m *sip.Message, now time.Time) {
 	switch {
 	case !m.IsRequest():
 		s.drop(p, dropNotRequest, nil)
@@ -170,10 +170,10 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message, now time.Time) {
 	}
 
 	var refusal policy.Refusal
-	if s.pol != nil {
+	if st.pol != nil {
 		ph := policy.Phone{MAC: id.MAC, Src: p.Src.Addr(), Interface: portName(p.Port)}
 		ph.ContactIsSource, ph.Contact = contactIsSource(m, p.Src.Addr())
-		refusal = s.pol.Admit(ph, now)
+		refusal = st.pol.Admit(ph, now)
 		if refusal.Reason == policy.MACRate {
 			// A flood: counted and dropped, logged by the policy once
 			// while it lasts; its retransmissions are taken anew.
@@ -203,7 +203,7 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message, now time.Time) {
 
 	req := resolve.Request{MAC: id.MAC, Brand: id.Brand, Model: id.Model, Version: id.Firmware,
 		IP: p.Src.Addr(), Interface: portName(p.Port)}
-	d, decided, err := s.decide(req)
+	d, decided, err := s.decide(st.res, req)
 	if err != nil {
 		s.drop(p, dropResolveError, err)
 		s.observe(seen)
@@ -221,7 +221,7 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message, now time.Time) {
 	}
 	// With neighbor_check the NOTIFY waits for the kernel to resolve the
 	// phone's address, which the 200 starts: off the reader.
-	check := s.pol != nil && s.pol.NeighborCheck()
+	check := st.pol != nil && st.pol.NeighborCheck()
 	if !decided || check {
 		// The PBX must be asked, or the neighbour checked: the 200
 		// leaves now, the work is done after it, and the NOTIFY follows
@@ -280,7 +280,7 @@ func (s *Server) handleSubscribe(p Packet, m *sip.Message, now time.Time) {
 	if !decided || check {
 		later := p
 		later.Data = append([]byte(nil), p.Data...)
-		go s.later(ex, later, req, decided)
+		go s.later(st, ex, later, req, decided)
 		return
 	}
 	s.startNotify(ex, m, p, tagged, d.URL)
@@ -333,13 +333,13 @@ func (s *Server) forget(key string) {
 // decide asks the resolver for the phone's URL: without I/O when the
 // resolver can (decided), else decided is false and resolveLater asks
 // after the 200. A resolver without a fast path is asked here.
-func (s *Server) decide(req resolve.Request) (d resolve.Decision, decided bool, err error) {
-	if f, ok := s.res.(resolve.Fast); ok {
+func (s *Server) decide(res resolve.Resolver, req resolve.Request) (d resolve.Decision, decided bool, err error) {
+	if f, ok := res.(resolve.Fast); ok {
 		return f.Decide(req)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.resolveT)
 	defer cancel()
-	d, err = s.res.Resolve(ctx, req)
+	d, err = res.Resolve(ctx, req)
 	return d, true, err
 }
 
@@ -347,14 +347,14 @@ func (s *Server) decide(req resolve.Request) (d resolve.Decision, decided bool, 
 // asking the resolver for a phone whose URL was not decided on the path to
 // the 200 (decided false), and the policy's neighbour check. Then it sends
 // the NOTIFY, or ends the exchange without one.
-func (s *Server) later(ex *exchange, p Packet, req resolve.Request, decided bool) {
+func (s *Server) later(st *settings, ex *exchange, p Packet, req resolve.Request, decided bool) {
 	defer func() {
 		<-s.asking
 		s.asked.Done()
 	}()
 	if !decided {
 		ctx, cancel := context.WithTimeout(s.askCtx, s.resolveT)
-		d, err := s.res.Resolve(ctx, req)
+		d, err := st.res.Resolve(ctx, req)
 		cancel()
 		s.mu.Lock()
 		if ex.done { // aborted by Shutdown meanwhile
@@ -375,8 +375,8 @@ func (s *Server) later(ex *exchange, p Packet, req resolve.Request, decided bool
 			return
 		}
 	}
-	if s.pol != nil && s.pol.NeighborCheck() {
-		if r := s.pol.CheckNeighbor(s.askCtx, portName(ex.port), ex.src.Addr(), ex.id.MAC); r.Refused() {
+	if st.pol != nil && st.pol.NeighborCheck() {
+		if r := st.pol.CheckNeighbor(s.askCtx, portName(ex.port), ex.src.Addr(), ex.id.MAC); r.Refused() {
 			s.mu.Lock()
 			ex.err = r
 			s.mu.Unlock()
@@ -502,6 +502,7 @@ func (s *Server) handleUnicast(p Packet, m *sip.Message) {
 		s.drop(p, dropUnmatched, nil)
 		return
 	}
+	s.stats.responses.Add(1)
 	switch {
 	case m.StatusCode < 200:
 	case m.StatusCode < 300:
@@ -541,7 +542,7 @@ func (s *Server) finish(ex *exchange, o outcome, status int) {
 // outcome counts, logs and reports the outcome of an exchange (finished,
 // or one that never had a NOTIFY).
 func (s *Server) outcome(ex *exchange, o outcome, status int) {
-	s.stats.outcomes[o].Add(1)
+	s.stats.count(o, ex.id.Brand)
 	var reason string
 	switch o {
 	case outcomeRejected:
@@ -560,8 +561,8 @@ func (s *Server) outcome(ex *exchange, o outcome, status int) {
 	if ex.err != nil {
 		reason = ex.err.Error()
 	}
-	if s.obs != nil {
-		s.obs.Observe(Event{Kind: EventDone, Identity: ex.id, Src: ex.src, Interface: portName(ex.port),
+	if obs := s.set.Load().obs; obs != nil {
+		obs.Observe(Event{Kind: EventDone, Identity: ex.id, Src: ex.src, Interface: portName(ex.port),
 			URL: ex.url, Source: ex.source, Tenant: ex.tenant, Outcome: o.String(), Reason: reason,
 			Status: status, Time: time.Now()})
 	}
@@ -606,8 +607,8 @@ func (s *Server) outcome(ex *exchange, o outcome, status int) {
 
 // observe reports ev to the Observer, if any.
 func (s *Server) observe(ev Event) {
-	if s.obs != nil {
-		s.obs.Observe(ev)
+	if obs := s.set.Load().obs; obs != nil {
+		obs.Observe(ev)
 	}
 }
 

@@ -115,14 +115,11 @@ type Event struct {
 
 // Server answers PnP SUBSCRIBEs. It is safe for concurrent use.
 type Server struct {
-	res      resolve.Resolver
-	allow    []netip.Prefix
+	set      atomic.Pointer[settings] // what Reconfigure may change
 	log      *slog.Logger
 	maxTx    int
 	t1, t2   time.Duration
 	resolveT time.Duration
-	obs      Observer
-	pol      *policy.Policy
 	maxSends int
 	asking   chan struct{}  // slots for questions asked after the 200
 	asked    sync.WaitGroup // work after the 200 (questions, neighbour checks), running
@@ -149,15 +146,11 @@ type Server struct {
 // NewServer returns a Server for cfg.
 func NewServer(cfg Config) *Server {
 	s := &Server{
-		res:      cfg.Resolver,
-		allow:    append([]netip.Prefix(nil), cfg.Allow...),
 		log:      cfg.Logger,
 		maxTx:    cfg.MaxTransactions,
 		t1:       cfg.T1,
 		t2:       cfg.T2,
 		resolveT: cfg.ResolveTimeout,
-		obs:      cfg.Observer,
-		pol:      cfg.Policy,
 		maxSends: cfg.MaxNotifies,
 		servers:  map[string]*serverTx{},
 		clients:  map[string]*exchange{},
@@ -190,7 +183,39 @@ func NewServer(cfg Config) *Server {
 	s.asking = make(chan struct{}, cfg.MaxAsking)
 	s.askCtx, s.stopAsk = context.WithCancel(context.Background())
 	s.msgs.New = func() any { return new(sip.Message) }
+	s.stats.init()
+	s.Reconfigure(Settings{Resolver: cfg.Resolver, Allow: cfg.Allow, Observer: cfg.Observer, Policy: cfg.Policy})
 	return s
+}
+
+// Settings are the parts of a Config that Reconfigure can change while
+// the Server runs.
+type Settings struct {
+	Resolver resolve.Resolver // required
+	Allow    []netip.Prefix
+	Observer Observer
+	Policy   *policy.Policy
+}
+
+// settings is the Server's copy of Settings.
+type settings struct {
+	res   resolve.Resolver
+	allow []netip.Prefix
+	obs   Observer
+	pol   *policy.Policy
+}
+
+// Reconfigure replaces the resolver, the allowed sources, the observer and
+// the policy at once, for every datagram handled after it returns. An
+// exchange under way keeps the resolver and policy it started with; its
+// outcome goes to the new observer.
+func (s *Server) Reconfigure(st Settings) {
+	s.set.Store(&settings{res: st.Resolver, allow: append([]netip.Prefix(nil), st.Allow...), obs: st.Observer, pol: st.Policy})
+}
+
+// Allow returns the source subnets answered now (empty: any).
+func (s *Server) Allow() []netip.Prefix {
+	return append([]netip.Prefix(nil), s.set.Load().allow...)
 }
 
 // Serve expires finished transactions until ctx is done. It returns nil.
@@ -255,14 +280,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Handle(p Packet) {
 	s.stats.datagrams.Add(1)
 	var now time.Time // read once for a datagram to the group
+	st := s.set.Load()
 	if p.Group {
 		// The cheap refusals first, before the datagram is even parsed.
-		if !s.allowed(p.Src.Addr()) {
+		if !st.allowed(p.Src.Addr()) {
 			s.drop(p, dropNotAllowed, nil)
 			return
 		}
 		now = time.Now()
-		if s.pol != nil && !s.pol.Source(p.Src.Addr(), now) {
+		if st.pol != nil && !st.pol.Source(p.Src.Addr(), now) {
 			s.drop(p, dropRateLimited, nil)
 			return
 		}
@@ -277,7 +303,7 @@ func (s *Server) Handle(p Packet) {
 		s.handleUnicast(p, m)
 		return
 	}
-	s.handleSubscribe(p, m, now)
+	s.handleSubscribe(st, p, m, now)
 }
 
 // drop counts and logs (at debug) a datagram that gets no answer.
@@ -299,11 +325,11 @@ func portName(p Port) string {
 	return p.Name()
 }
 
-func (s *Server) allowed(a netip.Addr) bool {
-	if len(s.allow) == 0 {
+func (st *settings) allowed(a netip.Addr) bool {
+	if len(st.allow) == 0 {
 		return true
 	}
-	for _, p := range s.allow {
+	for _, p := range st.allow {
 		if p.Contains(a) {
 			return true
 		}
