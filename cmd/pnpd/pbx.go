@@ -60,7 +60,7 @@ func (l *amiLink) Close() {
 // returns once its Serve has.
 func runPBX(cfg *config.Config, l *amiLink, log *slog.Logger) (px *pbx.PBX, stop func()) {
 	a := cfg.AMI
-	px = pbx.New(pbx.Config{Client: l.c, Family: a.Family, Refresh: a.Refresh, Events: a.Events, Once: cfg.Policy.Once, Logger: log})
+	px = pbx.New(pbx.Config{Client: l.c, Family: a.Family, Refresh: a.Refresh, Events: a.Events, Once: cfg.Policy.Once, Queue: a.WriteQueue, Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

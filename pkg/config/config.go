@@ -146,6 +146,8 @@ const (
 	DefaultAMIAddress = "127.0.0.1:5038"
 	DefaultFamily     = "pnp"
 	DefaultRefresh    = 60 * time.Second
+	DefaultWriteQueue = 50000
+	MaxWriteQueue     = 10000000
 )
 
 // AMI configures the link to the PBX. It is on when the file has an [ami]
@@ -163,6 +165,10 @@ type AMI struct {
 	// Lookup is a dialplan function expression with URL placeholders,
 	// evaluated with Getvar for phones the AstDB family does not name.
 	Lookup string
+	// WriteQueue bounds the writes to the PBX (seen, pending and
+	// provisioned records, UserEvents) waiting while it is away; default
+	// DefaultWriteQueue. Beyond it writes are lost, counted and logged.
+	WriteQueue int
 }
 
 // SIP configures where pnpd listens and whom it answers.
@@ -295,6 +301,7 @@ type rawAMI struct {
 	Refresh    *string `toml:"refresh"`
 	Events     *bool   `toml:"events"`
 	Lookup     *string `toml:"lookup"`
+	WriteQueue *int    `toml:"write_queue"`
 }
 
 type rawRule struct {
@@ -451,7 +458,7 @@ func (v *validator) build(r *raw) *Config {
 }
 
 func (v *validator) ami(r *rawAMI, cfg *Config) AMI {
-	a := AMI{Enabled: true, Address: DefaultAMIAddress, Family: DefaultFamily, Refresh: DefaultRefresh, Events: true}
+	a := AMI{Enabled: true, Address: DefaultAMIAddress, Family: DefaultFamily, Refresh: DefaultRefresh, Events: true, WriteQueue: DefaultWriteQueue}
 	if r.Address != nil {
 		a.Address = strings.TrimSpace(*r.Address)
 		host, port, err := net.SplitHostPort(a.Address)
@@ -511,6 +518,13 @@ func (v *validator) ami(r *rawAMI, cfg *Config) AMI {
 	}
 	if r.Events != nil {
 		a.Events = *r.Events
+	}
+	if r.WriteQueue != nil {
+		if n := *r.WriteQueue; n < 1 || n > MaxWriteQueue {
+			v.fail("ami.write_queue", "%d: must be 1 to %d (writes waiting for the PBX)", n, MaxWriteQueue)
+		} else {
+			a.WriteQueue = n
+		}
 	}
 	if r.Lookup != nil {
 		a.Lookup = strings.TrimSpace(*r.Lookup)

@@ -91,6 +91,7 @@ func TestParseBad(t *testing.T) {
 		{"ami bad family", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nfamily = \"/pnp\"\n", "line 4: ami.family"},
 		{"ami bad refresh", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nrefresh = \"soon\"\n", "line 4: ami.refresh"},
 		{"ami short refresh", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nrefresh = \"10ms\"\n", "ami.refresh: 10ms"},
+		{"ami write_queue zero", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nwrite_queue = 0\n", "line 4: ami.write_queue: 0: must be 1 to"},
 		{"ami injected secret", "[ami]\nusername = \"pnpd\"\nsecret = \"s\\r\\nAction: Originate\"\n", "ami.secret"},
 		{"ami unknown key", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nport = 5038\n", "line 4: ami.port: unknown key"},
 		{"ami bad lookup", "[ami]\nusername = \"pnpd\"\nsecret = \"s\"\nlookup = \"ODBC({mac)\"\n", "ami.lookup"},
@@ -117,7 +118,7 @@ func TestAMI(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "pnpd.toml")
-	text := "[ami]\nusername = \"pnpd\"\nsecret_file = \"ami.secret\"\nrefresh = \"0s\"\nevents = false\nlookup = \"ODBC_PNP_URL({mac})\"\n"
+	text := "[ami]\nusername = \"pnpd\"\nsecret_file = \"ami.secret\"\nrefresh = \"0s\"\nevents = false\nlookup = \"ODBC_PNP_URL({mac})\"\nwrite_queue = 500\n"
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func TestAMI(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := AMI{Enabled: true, Address: DefaultAMIAddress, Username: "pnpd", Secret: "s3cret",
-		SecretFile: filepath.Join(dir, "ami.secret"), Family: "pnp", Refresh: 0, Events: false, Lookup: "ODBC_PNP_URL({mac})"}
+		SecretFile: filepath.Join(dir, "ami.secret"), Family: "pnp", Refresh: 0, Events: false, Lookup: "ODBC_PNP_URL({mac})", WriteQueue: 500}
 	if c.AMI != want {
 		t.Errorf("got %+v\nwant %+v", c.AMI, want)
 	}
