@@ -54,7 +54,7 @@ type serverTx struct {
 	resp    []byte // nil while observed only
 	dst     netip.AddrPort
 	port    Port
-	refused bool // refused by the policy: counted in refusedOpen, not against maxTx
+	refused bool // refused by the policy: counted in refusedOpen, not against max transactions
 	expires time.Time
 }
 
@@ -142,12 +142,12 @@ func (s *Server) handleSubscribe(st *settings, p Packet, m *sip.Message, now tim
 		s.drop(p, dropShuttingDown, nil)
 		return
 	}
-	if len(s.servers)+len(s.clients)-s.refusedOpen >= s.maxTx {
+	if len(s.servers)+len(s.clients)-s.refusedOpen >= st.maxTx {
 		s.mu.Unlock()
 		s.drop(p, dropTableFull, nil)
 		if s.fullLogged.CompareAndSwap(false, true) {
 			s.log.Warn("max_transactions reached: new SUBSCRIBEs are dropped until transactions end",
-				"max_transactions", s.maxTx)
+				"max_transactions", st.maxTx)
 		}
 		return
 	}
@@ -189,7 +189,7 @@ func (s *Server) handleSubscribe(st *settings, p Packet, m *sip.Message, now tim
 		// have a table of their own size: a flood of refusals must not
 		// lock phones out of the table.
 		s.mu.Lock()
-		if s.refusedOpen < s.maxTx {
+		if s.refusedOpen < st.maxTx {
 			tx.refused = true
 			s.refusedOpen++
 		} else {
@@ -624,7 +624,7 @@ func (s *Server) expire(now time.Time) {
 			}
 		}
 	}
-	if len(s.servers)+len(s.clients)-s.refusedOpen < s.maxTx {
+	if len(s.servers)+len(s.clients)-s.refusedOpen < s.set.Load().maxTx {
 		s.fullLogged.Store(false)
 	}
 	for k, ex := range s.dialogs {

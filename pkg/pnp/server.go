@@ -61,7 +61,7 @@ type Config struct {
 	// pnpd fills it with the subnets of the joined interfaces by default.
 	Allow           []netip.Prefix
 	Logger          *slog.Logger
-	MaxTransactions int           // open server and client transactions; default 50000
+	MaxTransactions int           // open server and client transactions; default 50000 (see Settings)
 	T1, T2          time.Duration // RFC 3261 timers; defaults 500 ms and 4 s
 	ResolveTimeout  time.Duration // bound on one Resolve call; default 2 s
 	// MaxAsking bounds the phones whose URL is being asked of the PBX,
@@ -117,7 +117,6 @@ type Event struct {
 type Server struct {
 	set      atomic.Pointer[settings] // what Reconfigure may change
 	log      *slog.Logger
-	maxTx    int
 	t1, t2   time.Duration
 	resolveT time.Duration
 	maxSends int
@@ -147,7 +146,6 @@ type Server struct {
 func NewServer(cfg Config) *Server {
 	s := &Server{
 		log:      cfg.Logger,
-		maxTx:    cfg.MaxTransactions,
 		t1:       cfg.T1,
 		t2:       cfg.T2,
 		resolveT: cfg.ResolveTimeout,
@@ -158,9 +156,6 @@ func NewServer(cfg Config) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
-	}
-	if s.maxTx <= 0 {
-		s.maxTx = DefaultMaxTransactions
 	}
 	if s.t1 <= 0 {
 		s.t1 = DefaultT1
@@ -184,7 +179,8 @@ func NewServer(cfg Config) *Server {
 	s.askCtx, s.stopAsk = context.WithCancel(context.Background())
 	s.msgs.New = func() any { return new(sip.Message) }
 	s.stats.init()
-	s.Reconfigure(Settings{Resolver: cfg.Resolver, Allow: cfg.Allow, Observer: cfg.Observer, Policy: cfg.Policy})
+	s.Reconfigure(Settings{Resolver: cfg.Resolver, Allow: cfg.Allow, Observer: cfg.Observer, Policy: cfg.Policy,
+		MaxTransactions: cfg.MaxTransactions})
 	return s
 }
 
@@ -195,6 +191,10 @@ type Settings struct {
 	Allow    []netip.Prefix
 	Observer Observer
 	Policy   *policy.Policy
+	// MaxTransactions bounds the open transactions; default 50000. A
+	// lower bound than those open now refuses new SUBSCRIBEs until
+	// enough have ended.
+	MaxTransactions int
 }
 
 // settings is the Server's copy of Settings.
@@ -203,6 +203,7 @@ type settings struct {
 	allow []netip.Prefix
 	obs   Observer
 	pol   *policy.Policy
+	maxTx int
 }
 
 // Reconfigure replaces the resolver, the allowed sources, the observer and
@@ -210,7 +211,11 @@ type settings struct {
 // exchange under way keeps the resolver and policy it started with; its
 // outcome goes to the new observer.
 func (s *Server) Reconfigure(st Settings) {
-	s.set.Store(&settings{res: st.Resolver, allow: append([]netip.Prefix(nil), st.Allow...), obs: st.Observer, pol: st.Policy})
+	if st.MaxTransactions <= 0 {
+		st.MaxTransactions = DefaultMaxTransactions
+	}
+	s.set.Store(&settings{res: st.Resolver, allow: append([]netip.Prefix(nil), st.Allow...), obs: st.Observer, pol: st.Policy,
+		maxTx: st.MaxTransactions})
 }
 
 // Allow returns the source subnets answered now (empty: any).
