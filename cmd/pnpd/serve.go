@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,13 +37,18 @@ func serveCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP reloads; caught from the start, as its default would end
+	// pnpd.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := loadConfig(*cfgPath, log)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return serve(ctx, cfg, log)
+	return serve(ctx, cfg, *cfgPath, hup, log)
 }
 
 // loadConfig reads the named file, or the default one when it exists, or
@@ -66,8 +72,9 @@ func loadConfig(path string, log *slog.Logger) (*config.Config, error) {
 	return cfg, nil
 }
 
-// serve runs the responder until ctx is done.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// serve runs the responder until ctx is done; each value on hup reloads
+// the configuration from path.
+func serve(ctx context.Context, cfg *config.Config, path string, hup <-chan os.Signal, log *slog.Logger) error {
 	chosen, skipped, err := netio.Choose(cfg.SIP.Interfaces)
 	if err != nil {
 		return err
@@ -75,48 +82,34 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	for _, s := range skipped {
 		log.Debug("interface passed over", "why", s)
 	}
-	allow := cfg.SIP.Allow
-	if len(allow) == 0 {
-		for _, c := range chosen {
-			allow = append(allow, c.Prefix.Masked())
-		}
-	}
-	var res resolve.Resolver = resolve.NewStatic(cfg.Resolve)
-	srvCtx, srvStop := context.WithCancel(context.Background())
-	defer srvStop()
-	var px *pbx.PBX
-	var link *amiLink
-	if cfg.AMI.Enabled {
-		link = startAMI(cfg.AMI, log)
-		defer link.Close()
-		var stopPBX func()
-		px, stopPBX = runPBX(cfg, link, log)
-		defer stopPBX()
-		res = resolve.NewChain(cfg.Resolve, px, cfg.AMI.Lookup)
-		// Start with the PBX's data when it answers soon; without it,
-		// phones are answered from the file until it does.
-		if !waitSnapshot(ctx, px, firstSnapshotWait) && ctx.Err() == nil {
-			log.Warn("pbx: no snapshot yet: answering from the file's rules until the PBX answers",
-				"ami", cfg.AMI.Address, "err", errString(link.c.Status().Err))
-		}
-	}
-	pol, err := newPolicy(cfg, px, log)
+	cur, err := buildParts(ctx, cfg, nil, log)
 	if err != nil {
 		return err
 	}
-	pcfg := pnp.Config{Resolver: pol.Resolver(res), Allow: allow, Logger: log, Policy: pol,
-		MaxTransactions: cfg.Policy.MaxTransactions}
-	if px != nil {
-		pcfg.Observer = px
-	}
-	l, err := listen(ctx, cfg, chosen, link, log)
+	d := &daemon{path: path, log: log, cur: cur, started: time.Now()}
+	closeParts := sync.OnceValue(func() *parts {
+		d.mu.Lock()
+		last := d.cur
+		d.mu.Unlock()
+		last.close(nil)
+		return last
+	})
+	defer closeParts()
+	l, err := listen(ctx, cfg, chosen, cur.link, d.interfacesChanged, log)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	srv := pnp.NewServer(pcfg)
+	d.ifaces = l.Interfaces()
+	d.srv = pnp.NewServer(pnp.Config{Logger: log, Resolver: cur.res})
+	d.mu.Lock()
+	d.apply()
+	d.mu.Unlock()
+	cur.start()
+	srvCtx, srvStop := context.WithCancel(context.Background())
+	defer srvStop()
+	srv := d.srv
 	go srv.Serve(srvCtx)
-	go pol.Serve(srvCtx)
 	lctx, lstop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
@@ -125,27 +118,21 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}))
 	}()
 
-	observe := cfg.Resolve.Default == "" && len(cfg.Resolve.Rules) == 0 && !cfg.AMI.Enabled ||
-		len(cfg.Resolve.Rules) == 0 && !cfg.AMI.Enabled && cfg.Policy.Unknown == "observe"
-	names := make([]string, 0, len(chosen))
-	for _, i := range l.Interfaces() {
-		names = append(names, i.Name()+"="+i.Addr().String())
-	}
-	log.Info("ready", "mode", string(l.Mode()), "group", cfg.SIP.Group.String(), "interfaces", strings.Join(names, ","),
-		"allow", prefixes(allow), "rules", len(cfg.Resolve.Rules), "default", resolve.Redact(cfg.Resolve.Default),
-		"pbx", pbxName(cfg.AMI), "observe", observe, "policy", policySummary(cfg.Policy))
-	switch {
-	case observe && cfg.Resolve.Default != "":
-		log.Warn("observe mode: [policy] unknown = \"observe\" withholds the default, and there are no rules and no [ami], so no phone is answered")
-	case observe:
-		log.Warn("observe mode: no [resolve] default, no rules and no [ami], so no phone is answered")
-	}
+	log.Info("ready", "mode", string(l.Mode()), "group", cfg.SIP.Group.String(), "interfaces", ifaceList(l.Interfaces()),
+		"allow", prefixes(srv.Allow()), "rules", len(cfg.Resolve.Rules), "default", resolve.Redact(cfg.Resolve.Default),
+		"pbx", pbxName(cfg.AMI), "observe", observeMode(cfg), "policy", policySummary(cfg.Policy))
+	warnObserve(cfg, log)
 
-	select {
-	case <-ctx.Done():
-	case err := <-served:
-		lstop()
-		return fmt.Errorf("listener stopped: %w", err)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-hup:
+			d.reload(ctx)
+		case err := <-served:
+			lstop()
+			return fmt.Errorf("listener stopped: %w", err)
+		}
 	}
 	log.Info("shutting down", "grace", shutdownGrace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
@@ -153,26 +140,25 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
-	if px != nil {
-		// The outcomes of the last exchanges, aborted ones too, get a
-		// budget of their own to reach the PBX.
-		fctx, fcancel := context.WithTimeout(context.Background(), flushGrace)
-		if err := px.Flush(fctx); err != nil {
-			log.Warn("shutdown", "err", err)
-		}
-		fcancel()
-	}
+	// The outcomes of the last exchanges, aborted ones too, get a budget
+	// of their own (flushGrace) to reach the PBX.
+	last := closeParts()
 	lstop()
 	<-served
 	st := srv.Stats()
-	log.Info("stopped", "datagrams", st.Datagrams, "dropped_by_listener", l.Dropped(), "subscribes", st.Subscribes, "outcomes", fmt.Sprint(st.Outcomes), "dropped", fmt.Sprint(st.Dropped),
-		"refused", fmt.Sprint(pol.Stats().Refused))
+	attrs := []any{"datagrams", st.Datagrams, "dropped_by_listener", l.Dropped(), "subscribes", st.Subscribes,
+		"outcomes", fmt.Sprint(st.Outcomes), "dropped", fmt.Sprint(st.Dropped), "refused", fmt.Sprint(last.pol.Stats().Refused)}
+	if last.px != nil {
+		ps := last.px.Stats()
+		attrs = append(attrs, "pbx_written", ps.Written, "pbx_lost", ps.Overflows+ps.WriteErrors, "pbx_unsent", ps.QueueDepth)
+	}
+	log.Info("stopped", attrs...)
 	return nil
 }
 
 // listen opens the listener in the configured mode, choosing it when the
 // mode is auto; link, when not nil, lets auto ask the PBX.
-func listen(ctx context.Context, cfg *config.Config, chosen []netio.Candidate, link *amiLink, log *slog.Logger) (*netio.Listener, error) {
+func listen(ctx context.Context, cfg *config.Config, chosen []netio.Candidate, link *amiLink, onChange func([]*netio.Iface), log *slog.Logger) (*netio.Listener, error) {
 	host, err := netio.ProbeHost(cfg.SIP.Group)
 	if err != nil {
 		log.Warn("cannot tell who holds the group's port: auto will not take it", "err", err)
