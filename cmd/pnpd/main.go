@@ -25,6 +25,7 @@ usage:
                                tenant list | list | reload | pending | approve MAC TENANT |
                                window open DURATION | window close | window | rearm MAC
   pnpd doctor   [-config FILE]
+  pnpd status   [-config FILE] [-metrics HOST:PORT] [-json]
   pnpd token    verify [-config FILE] -mac MAC TOKEN
   pnpd bench    [-phones 10000] [-offer 1s] [-asterisk auto|off|required] [-pbx 10000,100000] ...
 
@@ -54,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = ctlCmd(args[1:], stdout, stderr)
 	case "doctor":
 		code, err = doctorCmd(args[1:], stdout, stderr)
+	case "status":
+		code, err = statusCmd(args[1:], stdout, stderr)
 	case "token":
 		code, err = tokenCmd(args[1:], stdout, stderr)
 	case "bench":

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pnpd/pnpd/ami"
 	"github.com/pnpd/pnpd/pkg/config"
+	"github.com/pnpd/pnpd/pkg/metrics"
 	"github.com/pnpd/pnpd/pkg/netio"
 	"github.com/pnpd/pnpd/pkg/pbx"
 	"github.com/pnpd/pnpd/pkg/pnp"
@@ -150,6 +151,7 @@ func restartOnly(a, b *config.Config) []string {
 	add(a.SIP.Port != b.SIP.Port, "sip.port")
 	add(a.SIP.Mode != b.SIP.Mode, "sip.mode")
 	add(a.SIP.RealtimePriority != b.SIP.RealtimePriority, "sip.realtime_priority")
+	add(a.Metrics != b.Metrics, "metrics.listen")
 	return keys
 }
 
@@ -181,8 +183,32 @@ type daemon struct {
 
 	started                 time.Time
 	reloads, reloadFailures atomic.Int64
-	lastReload              atomic.Pointer[time.Time]
-	lastReloadErr           atomic.Pointer[string]
+	lastReloadOK            atomic.Pointer[time.Time] // when the configuration in use was loaded by a reload
+	lastReloadErr           atomic.Pointer[string]    // nil when the latest reload took
+}
+
+// parts returns the parts in use.
+func (d *daemon) parts() *parts {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cur
+}
+
+// metricsInfo is the daemon's facts for the metrics.
+func (d *daemon) metricsInfo() metrics.Info {
+	cfg := d.parts().cfg
+	in := metrics.Info{Version: pnpdVersion(), ConfigPath: cfg.Path, Started: d.started,
+		Reloads: d.reloads.Load(), ReloadFailures: d.reloadFailures.Load()}
+	if t := d.lastReloadOK.Load(); t != nil {
+		in.LastReload = *t
+	}
+	if e := d.lastReloadErr.Load(); e != nil {
+		in.LastReloadError = *e
+	}
+	if cfg.AMI.Enabled {
+		in.SnapshotRefresh = cfg.AMI.Refresh
+	}
+	return in
 }
 
 // allow is the subnets answered: [sip] allow, or those of the interfaces
@@ -216,8 +242,6 @@ func (d *daemon) interfacesChanged(ifaces []*netio.Iface) {
 // refuses it (a bad file, a key only a restart can change, a part that
 // cannot be built) and keeps the running one.
 func (d *daemon) reload(ctx context.Context) {
-	now := time.Now()
-	d.lastReload.Store(&now)
 	err := d.tryReload(ctx)
 	if err != nil {
 		d.reloadFailures.Add(1)
@@ -228,6 +252,8 @@ func (d *daemon) reload(ctx context.Context) {
 	}
 	d.reloads.Add(1)
 	d.lastReloadErr.Store(nil)
+	now := time.Now()
+	d.lastReloadOK.Store(&now)
 }
 
 func (d *daemon) tryReload(ctx context.Context) error {

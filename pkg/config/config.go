@@ -40,6 +40,7 @@ type Config struct {
 	Resolve  Resolve
 	AMI      AMI
 	Policy   Policy
+	Metrics  Metrics
 	Warnings []string // things that load but are probably wrong
 }
 
@@ -273,8 +274,9 @@ type raw struct {
 		Default string    `toml:"default"`
 		Rule    []rawRule `toml:"rule"`
 	} `toml:"resolve"`
-	AMI    *rawAMI   `toml:"ami"`
-	Policy rawPolicy `toml:"policy"`
+	AMI     *rawAMI    `toml:"ami"`
+	Policy  rawPolicy  `toml:"policy"`
+	Metrics rawMetrics `toml:"metrics"`
 }
 
 type rawPolicy struct {
@@ -454,6 +456,7 @@ func (v *validator) build(r *raw) *Config {
 		cfg.AMI = v.ami(r.AMI, cfg)
 	}
 	v.policy(&r.Policy, cfg)
+	cfg.Metrics = v.metrics(&r.Metrics, cfg)
 	return cfg
 }
 
@@ -715,4 +718,82 @@ func checkTemplate(t string) error {
 		return errors.New("unclosed '{' in URL template")
 	}
 	return nil
+}
+
+// DefaultMetricsListen is the address the example configuration gives
+// [metrics] listen, and where `pnpd status` looks without a configuration.
+const DefaultMetricsListen = "127.0.0.1:9560"
+
+// Metrics configures the HTTP listener of the Prometheus metrics. It is off
+// unless Listen is set.
+type Metrics struct {
+	Listen string // host:port; "" = off
+}
+
+type rawMetrics struct {
+	Listen *string `toml:"listen"`
+}
+
+// metrics validates [metrics]: listen must be host:port with an IP address
+// or "localhost" (or no host: every address) and a fixed port. A listener
+// other hosts can reach is allowed, with a warning: the metrics hold no
+// MACs or URLs, but they do tell anyone who asks which interfaces, PBX
+// state and phone brands this site has.
+func (v *validator) metrics(r *rawMetrics, cfg *Config) Metrics {
+	var m Metrics
+	if r.Listen == nil {
+		return m
+	}
+	m.Listen = strings.TrimSpace(*r.Listen)
+	if m.Listen == "" {
+		return m
+	}
+	host, port, err := net.SplitHostPort(m.Listen)
+	if err != nil {
+		v.fail("metrics.listen", "%q is not host:port, e.g. %q (\"\" turns the metrics off)", m.Listen, DefaultMetricsListen)
+		return m
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		v.fail("metrics.listen", "%q: the port must be 1 to 65535 (a fixed port the scraper can find)", m.Listen)
+		return m
+	}
+	var loopback bool
+	switch a, err := netip.ParseAddr(host); {
+	case host == "localhost":
+		loopback = true
+	case host == "":
+	case err != nil:
+		v.fail("metrics.listen", "%q: the host must be an IP address or localhost", m.Listen)
+		return m
+	default:
+		loopback = a.Unmap().IsLoopback()
+	}
+	if !loopback {
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: %q is not a loopback address: whoever reaches it reads pnpd's operational data (interfaces, PBX state, phones counted by brand); listen on 127.0.0.1 or restrict the port with a firewall",
+			v.at("metrics.listen"), m.Listen))
+	}
+	return m
+}
+
+// LoadMetrics reads the [metrics] section alone of the file at path, for
+// `pnpd status`: it must work for a user who may not read the secret files
+// the rest of the file names, and while the file holds an error a reload
+// refused (the daemon still runs with the configuration before it).
+func LoadMetrics(path string) (Metrics, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Metrics{}, fmt.Errorf("config: %w", err)
+	}
+	var r struct {
+		Metrics rawMetrics `toml:"metrics"`
+	}
+	if _, err := toml.Decode(string(data), &r); err != nil {
+		return Metrics{}, fmt.Errorf("config: %s: %w", path, err)
+	}
+	v := validator{file: path, idx: indexLines(data)}
+	m := v.metrics(&r.Metrics, &Config{})
+	if v.err != nil {
+		return Metrics{}, v.err
+	}
+	return m, nil
 }

@@ -247,3 +247,90 @@ func TestWarnings(t *testing.T) {
 		})
 	}
 }
+
+func TestMetrics(t *testing.T) {
+	tests := []struct {
+		name, text string
+		listen     string // want
+		err        string // want in the error; "" for none
+		warn       string // want in the only warning; "" for none
+	}{
+		{"absent", "[sip]\n", "", "", ""},
+		{"section without listen", "[metrics]\n", "", "", ""},
+		{"empty is off", "[metrics]\nlisten = \"\"\n", "", "", ""},
+		{"loopback", "[metrics]\nlisten = \"127.0.0.1:9560\"\n", "127.0.0.1:9560", "", ""},
+		{"other loopback", "[metrics]\nlisten = \"127.0.0.53:9560\"\n", "127.0.0.53:9560", "", ""},
+		{"localhost", "[metrics]\nlisten = \"localhost:9560\"\n", "localhost:9560", "", ""},
+		{"ipv6 loopback", "[metrics]\nlisten = \"[::1]:9560\"\n", "[::1]:9560", "", ""},
+		{"lan address", "[metrics]\nlisten = \"192.168.1.10:9560\"\n", "192.168.1.10:9560", "",
+			`line 2: metrics.listen: "192.168.1.10:9560" is not a loopback address`},
+		{"every address", "[metrics]\nlisten = \":9560\"\n", ":9560", "", "not a loopback address"},
+		{"wildcard", "[metrics]\nlisten = \"0.0.0.0:9560\"\n", "0.0.0.0:9560", "", "operational data"},
+		{"no port", "[metrics]\nlisten = \"127.0.0.1\"\n", "", `line 2: metrics.listen: "127.0.0.1" is not host:port`, ""},
+		{"port 0", "[metrics]\nlisten = \"127.0.0.1:0\"\n", "", "metrics.listen: \"127.0.0.1:0\": the port must be 1 to 65535", ""},
+		{"port name", "[metrics]\nlisten = \"127.0.0.1:http\"\n", "", "the port must be", ""},
+		{"host name", "[metrics]\nlisten = \"metrics.example.com:9560\"\n", "", "the host must be an IP address or localhost", ""},
+		{"unknown key", "[metrics]\nlisten = \"127.0.0.1:9560\"\npath = \"/m\"\n", "", "line 3: metrics.path: unknown key", ""},
+		{"wrong type", "[metrics]\nlisten = 9560\n", "", "line 2", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.text))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) || !errors.Is(err, ErrInvalid) {
+					t.Fatalf("err %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Metrics.Listen != tt.listen {
+				t.Errorf("listen %q, want %q", c.Metrics.Listen, tt.listen)
+			}
+			switch {
+			case tt.warn == "" && len(c.Warnings) != 0:
+				t.Errorf("warnings %q, want none", c.Warnings)
+			case tt.warn != "" && (len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], tt.warn)):
+				t.Errorf("warnings %q, want one containing %q", c.Warnings, tt.warn)
+			}
+		})
+	}
+	if Default().Metrics.Listen != "" {
+		t.Errorf("Default() has metrics on: %q", Default().Metrics.Listen)
+	}
+}
+
+func TestLoadMetrics(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// The rest of the file is not read: a secret file nobody can read and
+	// a bad value elsewhere do not keep status from finding the listener.
+	p := write("a.toml", "[sip]\nmode = \"multicast\"\n\n[ami]\nusername = \"pnpd\"\nsecret_file = \"/nonexistent/ami.secret\"\n\n[metrics]\nlisten = \"127.0.0.1:9561\"\n")
+	if _, err := Load(p); err == nil {
+		t.Fatal("Load took the bad file: the test proves nothing")
+	}
+	m, err := LoadMetrics(p)
+	if err != nil || m.Listen != "127.0.0.1:9561" {
+		t.Errorf("LoadMetrics = %+v, %v; want 127.0.0.1:9561", m, err)
+	}
+	if m, err := LoadMetrics(write("b.toml", "[sip]\n")); err != nil || m.Listen != "" {
+		t.Errorf("no [metrics]: %+v, %v; want off", m, err)
+	}
+	p = write("c.toml", "[metrics]\nlisten = \"9561\"\n")
+	if _, err := LoadMetrics(p); err == nil || !strings.Contains(err.Error(), p+":2: metrics.listen") {
+		t.Errorf("bad listen: %v, want it named with file and line", err)
+	}
+	if _, err := LoadMetrics(write("d.toml", "[metrics\n")); err == nil {
+		t.Error("syntax error accepted")
+	}
+	if _, err := LoadMetrics(filepath.Join(dir, "missing.toml")); err == nil {
+		t.Error("missing file accepted")
+	}
+}

@@ -134,6 +134,9 @@ func (s *Server) handleSubscribe(st *settings, p Packet, m *sip.Message, now tim
 		if resp != nil {
 			s.stats.retransmissions.Add(1)
 			_ = port.Send(resp, dst)
+		} else {
+			// Observed, pending, refused: the first got no 200 either.
+			s.drop(p, dropSilentRetransmission, nil)
 		}
 		return
 	}
@@ -182,8 +185,10 @@ func (s *Server) handleSubscribe(st *settings, p Packet, m *sip.Message, now tim
 			return
 		}
 	}
-	s.stats.subscribes.Add(1)
+	// A new SUBSCRIBE transaction is counted once it is not dropped
+	// (dropped ones are counted by their drop reason).
 	if refusal.Refused() {
+		s.stats.subscribes.Add(1)
 		// The transaction stays, unanswered, so that its retransmissions
 		// are silent and the refusal is logged once. Refused transactions
 		// have a table of their own size: a flood of refusals must not
@@ -211,6 +216,7 @@ func (s *Server) handleSubscribe(st *settings, p Packet, m *sip.Message, now tim
 		return
 	}
 	if decided && d.URL == "" {
+		s.stats.subscribes.Add(1)
 		s.observe(seen)
 		o := outcomeObserved
 		if d.Pending {
@@ -249,6 +255,7 @@ func (s *Server) handleSubscribe(st *settings, p Packet, m *sip.Message, now tim
 		// Another SUBSCRIBE of the dialog got there first.
 		s.mu.Unlock()
 		release()
+		s.stats.subscribes.Add(1)
 		s.sendOK(m, via, p, tx, taggedTo(to, toAddr, ex.toTag))
 		s.observe(seen)
 		return
@@ -260,6 +267,7 @@ func (s *Server) handleSubscribe(st *settings, p Packet, m *sip.Message, now tim
 		s.drop(p, dropShuttingDown, nil)
 		return
 	}
+	s.stats.subscribes.Add(1)
 	toTag := string(toAddr.Tag())
 	if toTag == "" {
 		toTag = randomTag()

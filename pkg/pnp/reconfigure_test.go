@@ -91,3 +91,38 @@ func withCallID(t *testing.T, sub []byte, id string) []byte {
 	}
 	return d
 }
+
+// TestDatagramsAddUp checks that every datagram is counted once: as a new
+// SUBSCRIBE, a retransmission answered again, a response, or a drop.
+func TestDatagramsAddUp(t *testing.T) {
+	c, _ := config.Parse([]byte("[[resolve.rule]]\nvendor = \"yealink\"\nurl = \"http://prov.example/\"\n"))
+	srv := NewServer(Config{Resolver: resolve.NewStatic(c.Resolve), T1: time.Second})
+	port := newFakePort()
+	src := netip.MustParseAddrPort("172.16.32.148:5059")
+	group := func(b []byte) { srv.Handle(Packet{Data: append([]byte(nil), b...), Src: src, Group: true, Port: port}) }
+	yealink, snom := readPhone(t, "yealink.sip"), readPhone(t, "snom.sip")
+	group(yealink)
+	group(yealink) // answered again
+	port.next(t)
+	n := port.next(t)
+	resp := answer(t, n.b, 200)
+	srv.Handle(Packet{Data: resp, Src: src, Port: port})
+	srv.Handle(Packet{Data: resp, Src: src, Port: port}) // unmatched now
+	group(snom)                                          // observed: no rule
+	group(snom)                                          // its retransmission
+	group([]byte("garbage"))
+	group(bytes.Replace(yealink, []byte("SUBSCRIBE"), []byte("OPTIONS"), 2))
+	srv.Handle(Packet{Data: yealink, Src: src, Port: port}) // a request to the unicast port
+
+	st := srv.Stats()
+	sum := st.Subscribes + st.Retransmissions + st.Responses
+	for _, v := range st.Dropped {
+		sum += v
+	}
+	if st.Datagrams != 9 || sum != st.Datagrams {
+		t.Errorf("%d datagrams, counted %d: %+v", st.Datagrams, sum, st)
+	}
+	if st.Dropped["retransmission-unanswered"] != 1 || st.Subscribes != 2 || st.Retransmissions < 1 {
+		t.Errorf("stats %+v", st)
+	}
+}

@@ -24,6 +24,7 @@ const (
 	dropResolveError
 	dropBusy
 	dropRateLimited
+	dropSilentRetransmission
 	numDropReasons
 )
 
@@ -41,10 +42,21 @@ var dropNames = [numDropReasons]string{
 	dropResolveError:   "resolve-error",
 	dropBusy:           "busy",
 	dropRateLimited:    "rate-limited",
+	// A retransmitted SUBSCRIBE of a transaction that got no 200
+	// (observed, pending, refused): it gets none either.
+	dropSilentRetransmission: "retransmission-unanswered",
 }
 
 // String names the reason as logs and Stats do.
 func (d dropReason) String() string { return dropNames[d] }
+
+// DropReasons returns the reasons Stats.Dropped counts by, in a fixed
+// order; a fresh slice on each call.
+func DropReasons() []string { return append([]string(nil), dropNames[:]...) }
+
+// Outcomes returns the outcomes Stats.Outcomes and Stats.Exchanges count
+// by, in a fixed order; a fresh slice on each call.
+func Outcomes() []string { return append([]string(nil), outcomeNames[:]...) }
 
 type counters struct {
 	datagrams       atomic.Int64
@@ -91,7 +103,7 @@ func (c *counters) count(o outcome, brand string) {
 type Stats struct {
 	Datagrams         int64            // datagrams handed to Handle
 	Dropped           map[string]int64 // by reason, only those that happened
-	Subscribes        int64            // new ua-profile SUBSCRIBE transactions from allowed sources
+	Subscribes        int64            // new ua-profile SUBSCRIBE transactions, not dropped
 	Retransmissions   int64            // retransmitted SUBSCRIBEs answered with the stored 200
 	NotifyRetransmits int64            // NOTIFYs sent again on Timer E
 	Responses         int64            // phones' responses to our NOTIFYs
