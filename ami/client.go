@@ -19,6 +19,11 @@ const (
 	DefaultDialTimeout = 3 * time.Second
 	DefaultMinBackoff  = 100 * time.Millisecond
 	DefaultMaxBackoff  = 5 * time.Second
+	// DefaultMaxLoginBackoff caps the delay after a refused login: a wrong
+	// secret does not fix itself, and each refusal is a NOTICE in
+	// Asterisk's log ("failed to authenticate as") that the stock
+	// fail2ban [asterisk] filter counts against the client's address.
+	DefaultMaxLoginBackoff = 60 * time.Second
 )
 
 const (
@@ -101,6 +106,13 @@ type Config struct {
 	// up to MaxBackoff, and is MinBackoff again after a successful login.
 	// Defaults 100 ms and 5 s.
 	MinBackoff, MaxBackoff time.Duration
+	// MaxLoginBackoff replaces MaxBackoff as the cap while Asterisk
+	// refuses the login (a wrong username or secret, or an address the
+	// user's permit/deny refuses): retrying those every few seconds only
+	// fills Asterisk's security log. The delay still doubles from where it
+	// is, so a login refused during a "manager reload" is soon tried
+	// again. Default DefaultMaxLoginBackoff (60 s); never below MaxBackoff.
+	MaxLoginBackoff time.Duration
 	// Logger gets the transitions (connected, lost, login refused) at
 	// Info, details at Debug. Default: nothing logged.
 	Logger *slog.Logger
@@ -120,6 +132,7 @@ type Client struct {
 	dialTimeout       time.Duration
 	minBackoff        time.Duration
 	maxBackoff        time.Duration
+	maxLoginBackoff   time.Duration
 	actionTimeout     time.Duration
 	reconnectInterval time.Duration
 	log               *slog.Logger
@@ -163,6 +176,7 @@ func New(cfg Config) *Client {
 		dialTimeout:       cfg.DialTimeout,
 		minBackoff:        cfg.MinBackoff,
 		maxBackoff:        cfg.MaxBackoff,
+		maxLoginBackoff:   cfg.MaxLoginBackoff,
 		actionTimeout:     amigoActionTimeout,
 		reconnectInterval: amigoReconnectInterval,
 		log:               cfg.Logger,
@@ -181,6 +195,10 @@ func New(cfg Config) *Client {
 		c.maxBackoff = DefaultMaxBackoff
 	}
 	c.maxBackoff = max(c.maxBackoff, c.minBackoff)
+	if c.maxLoginBackoff <= 0 {
+		c.maxLoginBackoff = DefaultMaxLoginBackoff
+	}
+	c.maxLoginBackoff = max(c.maxLoginBackoff, c.maxBackoff)
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -348,6 +366,7 @@ func (c *Client) setState(st State, err error, login bool) {
 func (c *Client) run(ctx context.Context) {
 	backoff := c.minBackoff
 	var lastErr error
+	failed := 0 // attempts since the last login
 	for {
 		if ctx.Err() != nil || c.isStopped() {
 			c.teardown(ctx, nil)
@@ -368,8 +387,8 @@ func (c *Client) run(ctx context.Context) {
 		}
 		var err error
 		if isClosed(cn.up) {
-			c.connected(cn)
-			backoff = c.minBackoff
+			c.connected(cn, failed)
+			backoff, failed = c.minBackoff, 0
 			select {
 			case <-cn.done:
 			case <-ctx.Done():
@@ -382,6 +401,7 @@ func (c *Client) run(ctx context.Context) {
 			err = cn.error()
 			c.disconnected(cn, err, true)
 		} else {
+			failed++
 			err = cn.error()
 			if cn.isDialFailure() {
 				err = c.dialError(ctx)
@@ -390,6 +410,13 @@ func (c *Client) run(ctx context.Context) {
 		}
 		lastErr = err
 		c.reap()
+		// A refused login waits longer than a PBX that is away: see
+		// Config.MaxLoginBackoff.
+		limit := c.maxBackoff
+		if loginRefused(err) {
+			limit = c.maxLoginBackoff
+		}
+		backoff = min(backoff, limit)
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
@@ -398,9 +425,15 @@ func (c *Client) run(ctx context.Context) {
 		}
 		t.Stop()
 		if !isClosed(cn.up) {
-			backoff = min(backoff*2, c.maxBackoff)
+			backoff = min(backoff*2, limit)
 		}
 	}
+}
+
+// loginRefused reports whether err is Asterisk's answer to our Login.
+func loginRefused(err error) bool {
+	var ae *Error
+	return errors.As(err, &ae) && ae.Action == "Login"
 }
 
 func (c *Client) isStopped() bool { return isClosed(c.stop) }
@@ -414,14 +447,19 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// connected makes cn the client's session.
-func (c *Client) connected(cn *conn) {
+// connected makes cn the client's session; failed is the number of
+// attempts that failed before it.
+func (c *Client) connected(cn *conn, failed int) {
 	c.mu.Lock()
 	c.cur = cn
 	c.loggedErr = ""
 	c.mu.Unlock()
 	c.setState(Connected, nil, true)
-	c.log.Info("ami: connected", "address", c.cfg.Address, "banner", cn.bannerText(), "logins", c.Status().Logins)
+	attrs := []any{"address", c.cfg.Address, "banner", cn.bannerText(), "logins", c.Status().Logins}
+	if failed > 0 {
+		attrs = append(attrs, "failed_attempts", failed)
+	}
+	c.log.Info("ami: connected", attrs...)
 }
 
 // disconnected records the end of cn (a lost session, or a failed attempt).
@@ -437,14 +475,20 @@ func (c *Client) disconnected(cn *conn, err error, wasUp bool) {
 	}
 	c.mu.Unlock()
 	c.setState(Disconnected, err, false)
-	var ae *Error
+	// One line per kind of failure, not per attempt: the same failure
+	// again is only a Debug line.
 	switch {
 	case wasUp:
 		c.log.Info("ami: connection lost", "address", c.cfg.Address, "err", err)
 	case repeat:
 		c.log.Debug("ami: connection attempt failed again", "address", c.cfg.Address, "err", err)
-	case errors.As(err, &ae) && ae.Action == "Login":
-		c.log.Info("ami: login refused", "address", c.cfg.Address, "user", c.cfg.Username, "err", err)
+	case loginRefused(err):
+		// A configuration error that will not mend itself: Warn. Asterisk
+		// gives the same answer for the three causes, so name them all.
+		c.log.Warn("ami: login refused: check the username and secret",
+			"address", c.cfg.Address, "user", c.cfg.Username, "err", err,
+			"hint", "the username and secret (pnpd's [ami] section) must be those of a user in Asterisk's manager.conf, and that user's permit/deny must allow this host; then \"manager reload\" on the PBX",
+			"retry", "with a delay doubling up to "+c.maxLoginBackoff.String())
 	default:
 		c.log.Info("ami: cannot connect", "address", c.cfg.Address, "err", err)
 	}

@@ -63,8 +63,9 @@ func TestLogin(t *testing.T) {
 }
 
 // TestBackoffGrows counts connection attempts: while a client with a fixed
-// retry delay (MinBackoff = MaxBackoff) makes 30, one whose delay doubles
-// from the same MinBackoff makes fewer. No duration is asserted.
+// retry delay (MinBackoff = MaxBackoff = MaxLoginBackoff) makes 30, one
+// whose delay doubles from the same MinBackoff makes fewer. No duration is
+// asserted.
 func TestBackoffGrows(t *testing.T) {
 	leakCheck(t)
 	fixedSrv := amitest.New(t, amitest.Options{})
@@ -72,7 +73,7 @@ func TestBackoffGrows(t *testing.T) {
 	run := func(srv *amitest.Server, maxBackoff time.Duration) {
 		cfg := config(srv)
 		cfg.Secret = "wrong"
-		cfg.MinBackoff, cfg.MaxBackoff = 2*time.Millisecond, maxBackoff
+		cfg.MinBackoff, cfg.MaxBackoff, cfg.MaxLoginBackoff = 2*time.Millisecond, maxBackoff, maxBackoff
 		serve(t, cfg, nil)
 	}
 	run(growSrv, time.Hour)
@@ -82,6 +83,61 @@ func TestBackoffGrows(t *testing.T) {
 	t.Logf("login attempts: fixed interval %d, growing backoff %d", fixed, grow)
 	if grow >= fixed/2 {
 		t.Errorf("growing backoff made %d attempts while the fixed interval made %d", grow, fixed)
+	}
+}
+
+// TestLoginBackoff: a refused login backs off up to MaxLoginBackoff, past
+// MaxBackoff; a PBX that is away (nothing listens) is still tried every
+// MaxBackoff. Attempts are counted against a client whose caps are both
+// MaxBackoff, while it makes 30; no duration is asserted.
+func TestLoginBackoff(t *testing.T) {
+	leakCheck(t)
+	const short = 2 * time.Millisecond
+	refusedSrv := amitest.New(t, amitest.Options{})
+	fixedSrv := amitest.New(t, amitest.Options{})
+	wrong := func(srv *amitest.Server, maxLogin time.Duration) Config {
+		cfg := config(srv)
+		cfg.Secret = "wrong"
+		cfg.MinBackoff, cfg.MaxBackoff, cfg.MaxLoginBackoff = time.Millisecond, short, maxLogin
+		return cfg
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	away := ln.Addr().String()
+	ln.Close() // nothing listens there now
+
+	refused := serve(t, wrong(refusedSrv, 0), nil) // default: DefaultMaxLoginBackoff
+	serve(t, wrong(fixedSrv, short), nil)
+	dials := 0
+	var mu sync.Mutex
+	serve(t, Config{Address: away, Username: "u", Secret: "s", MinBackoff: time.Millisecond, MaxBackoff: short,
+		OnState: func(s Status) {
+			if s.State == Connecting {
+				mu.Lock()
+				dials++
+				mu.Unlock()
+			}
+		}}, nil)
+	if refused.maxLoginBackoff != DefaultMaxLoginBackoff {
+		t.Errorf("MaxLoginBackoff 0: cap %v, want DefaultMaxLoginBackoff", refused.maxLoginBackoff)
+	}
+	waitFor(t, "30 refused logins at a fixed interval", func() bool { return fixedSrv.LoginAttempts() >= 30 })
+	waitFor(t, "30 connection attempts to an address where nothing listens", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return dials >= 30
+	})
+	fixed, grow := fixedSrv.LoginAttempts(), refusedSrv.LoginAttempts()
+	t.Logf("refused logins: capped at MaxBackoff %d, at MaxLoginBackoff %d", fixed, grow)
+	if grow >= fixed/2 {
+		t.Errorf("refused logins past MaxBackoff: %d attempts, while %d at MaxBackoff", grow, fixed)
+	}
+	// Below MaxBackoff a lower MaxLoginBackoff is raised to it.
+	c := New(Config{Address: away, Username: "u", Secret: "s", MaxBackoff: time.Minute, MaxLoginBackoff: time.Second})
+	if c.maxLoginBackoff != time.Minute {
+		t.Errorf("MaxLoginBackoff below MaxBackoff: cap %v, want MaxBackoff", c.maxLoginBackoff)
 	}
 }
 
@@ -429,6 +485,10 @@ func TestLogging(t *testing.T) {
 	}
 	if n := strings.Count(out, "login refused"); n != 1 {
 		t.Errorf("%d 'login refused' lines at Info, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "level=WARN msg=\"ami: login refused") || !strings.Contains(out, "user="+srv.Username()) ||
+		!strings.Contains(out, "manager.conf") {
+		t.Errorf("the refused login is no warning naming the user and manager.conf:\n%s", out)
 	}
 	if !strings.Contains(out, "Authentication failed") {
 		t.Errorf("log does not give Asterisk's message:\n%s", out)

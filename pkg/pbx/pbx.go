@@ -67,6 +67,11 @@ type Stats struct {
 	// SeenOverflows counts the seen records of unknown phones not written
 	// because MaxSeen were already.
 	SeenOverflows int64
+	// Replayed counts the records queued again after a lost connection:
+	// those Asterisk acknowledged in the seconds before, which a crash
+	// makes it forget. They are not counted in Written again; one that
+	// does not fit in the queue is counted in Overflows.
+	Replayed int64
 }
 
 // PBX is pnpd's view of the PBX. It implements resolve.PBX and
@@ -96,6 +101,15 @@ type PBX struct {
 	// Writes given up: the queue full, MaxPending reached, MaxSeen
 	// reached.
 	overflows, pendingOverflows, seenOverflows loss
+	// lost counts the writes the full queue lost, by kind, and
+	// lostReported what the last "drained" line accounted for (the
+	// writer's alone): each episode of overflow ends with one line that
+	// says how many of each were lost in it.
+	lost         [lostKinds]atomic.Int64
+	lostReported [lostKinds]int64
+
+	recent   recentWrites // records acknowledged in the last seconds
+	replayed atomic.Int64
 
 	seenMu  sync.Mutex
 	seenNew map[string]struct{} // unknown phones' seen records queued since the snapshot
@@ -113,8 +127,28 @@ func (l *loss) add() (n int64, first bool) {
 	return l.n.Add(1), l.logged.CompareAndSwap(false, true)
 }
 
-// rearm ends the episode: the next loss is logged again.
-func (l *loss) rearm() { l.logged.Store(false) }
+// rearm ends the episode: the next loss is logged again. It reports
+// whether an episode was on.
+func (l *loss) rearm() bool { return l.logged.Swap(false) }
+
+// Kinds of queued writes, for the count of those lost.
+const (
+	lostSeen   = iota // seen/<mac> records
+	lostEvent         // UserEvents
+	lostRecord        // pending/<mac> and provisioned/<mac> records
+	lostKinds
+)
+
+// kind is w's kind for the count of lost writes.
+func (w write) kind() int {
+	switch {
+	case w.event != "":
+		return lostEvent
+	case w.key == resolve.KeySeen:
+		return lostSeen
+	}
+	return lostRecord
+}
 
 // write is one queued write: a UserEvent or a DBPut.
 // What to send is built by the writer, off the receive path.
@@ -122,6 +156,9 @@ type write struct {
 	event string // UserEvent name, "" for a DBPut
 	key   string // the DBPut's key prefix: resolve.KeySeen, KeyPending or KeyProvisioned
 	ev    pnp.Event
+	// replay: written already, queued again after a lost connection
+	// (not counted in Written again)
+	replay bool
 }
 
 // New returns a PBX for cfg.
@@ -196,7 +233,8 @@ func (p *PBX) Reload() {
 func (p *PBX) Stats() Stats {
 	return Stats{Snapshot: p.snap.Load(), Loads: p.loads.Load(), LoadErrors: p.loadErrors.Load(),
 		QueueDepth: int(p.pending.Load()), Written: p.written.Load(), Overflows: p.overflows.n.Load(),
-		WriteErrors: p.writeErrors.Load(), PendingOverflows: p.pendingOverflows.n.Load(), SeenOverflows: p.seenOverflows.n.Load()}
+		WriteErrors: p.writeErrors.Load(), PendingOverflows: p.pendingOverflows.n.Load(), SeenOverflows: p.seenOverflows.n.Load(),
+		Replayed: p.replayed.Load()}
 }
 
 // Window returns the end of the provisioning window of the snapshot (zero
@@ -368,12 +406,16 @@ func toAMI(hs []header) []ami.Header {
 
 // enqueue queues w; false when the queue is full (counted and logged).
 func (p *PBX) enqueue(w write) bool {
+	if w.event == "" {
+		p.recent.queued(w)
+	}
 	p.pending.Add(1)
 	select {
 	case p.queue <- w:
 		return true
 	default:
 		p.pending.Add(-1)
+		p.lost[w.kind()].Add(1)
 		if n, first := p.overflows.add(); first {
 			p.log.Warn("pbx write queue full: writes are being lost", "queue", cap(p.queue), "lost", n,
 				"what", w.what())
@@ -435,6 +477,7 @@ func (p *PBX) Serve(ctx context.Context) error {
 				retry, backoff = time.Now().Add(backoff), min(2*backoff, maxRetry)
 			}
 		case !live && wasLive:
+			p.replay(time.Now())
 			snap := p.snap.Load()
 			attrs := []any{"err", errString(st.Err)}
 			if snap != nil {
@@ -565,7 +608,12 @@ func (p *PBX) writer(ctx context.Context) {
 		for {
 			err := p.do(ctx, w)
 			if err == nil {
-				p.written.Add(1)
+				if !w.replay {
+					p.written.Add(1)
+				}
+				if w.event == "" {
+					p.recent.acked(w, time.Now())
+				}
 				break
 			}
 			if ctx.Err() != nil || errors.Is(err, ami.ErrClosed) {
@@ -595,10 +643,27 @@ func (p *PBX) writer(ctx context.Context) {
 		if w.event == "" && w.key != resolve.KeySeen {
 			p.ov.finish(w.key, w.ev.Identity.MAC)
 		}
-		if p.pending.Add(-1) == 0 {
-			p.overflows.rearm()
+		if p.pending.Add(-1) == 0 && p.overflows.rearm() {
+			p.reportLost()
 		}
 	}
+}
+
+// reportLost ends an episode of overflow, once the queue has drained: one
+// line with what was lost in it, by kind, so that an operator (and a
+// test) can account for every write. Only the writer calls it; an empty
+// queue cannot overflow meanwhile.
+func (p *PBX) reportLost() {
+	var d [lostKinds]int64
+	var sum int64
+	for k := range d {
+		n := p.lost[k].Load()
+		d[k], p.lostReported[k] = n-p.lostReported[k], n
+		sum += d[k]
+	}
+	p.log.Warn("pbx write queue drained: writes that did not fit while it was full are lost", "lost", sum,
+		"seen_records", d[lostSeen], "user_events", d[lostEvent], "other_records", d[lostRecord],
+		"lost_since_start", p.overflows.n.Load())
 }
 
 func (p *PBX) do(ctx context.Context, w write) error {
