@@ -3,7 +3,8 @@
 //
 // A Client keeps one AMI session up: Serve connects, logs in, reconnects
 // with a backoff that doubles from Config.MinBackoff to Config.MaxBackoff
-// (and starts over after a successful login), and logs off when its context
+// (to Config.MaxLoginBackoff, 60 s by default, while Asterisk refuses the
+// login; and starts over after a successful login), and logs off when its context
 // ends or Shutdown is called. Calls take a context and return real errors:
 //
 //   - the context's error, wrapped ("ami: DBGet: context deadline

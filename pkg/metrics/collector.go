@@ -138,6 +138,8 @@ var (
 		"Writes to the PBX lost because the queue ([ami] write_queue) was full.")
 	descWriteErrors = newDesc("pnpd_pbx_write_errors_total",
 		"Writes to the PBX that Asterisk refused: lost.")
+	descReplayed = newDesc("pnpd_pbx_writes_replayed_total",
+		"Records written again after a lost connection: those Asterisk acknowledged in the 2 s before, which a crash makes it forget.")
 	descPendingOverflows = newDesc("pnpd_pbx_pending_overflows_total",
 		"Unknown phones not recorded as pending because 10,000 were already.")
 	descSeenOverflows = newDesc("pnpd_pbx_seen_overflows_total",
@@ -164,7 +166,7 @@ var (
 var allDescs = []*prometheus.Desc{descDatagrams, descListenerDropped, descExchanges, descNotifyRetrans,
 	descSubscribeRetrans, descRefusals, descAMIUp, descAMIState, descAMISince, descAMILogins,
 	descSnapAge, descSnapEntries, descSnapPhones, descSnapRefresh, descSnapLoads, descSnapErrors,
-	descQueueDepth, descWrites, descWriteOverflows, descWriteErrors, descPendingOverflows,
+	descQueueDepth, descWrites, descWriteOverflows, descWriteErrors, descReplayed, descPendingOverflows,
 	descSeenOverflows, descInterfaces, descInterfaceInfo, descInfo, descStart, descReloads,
 	descReloadOK, descReloadTime}
 
@@ -334,6 +336,7 @@ func (e emitter) pbx(st *pbx.Stats, refresh time.Duration, now time.Time) {
 	e.counter(descWrites, st.Written)
 	e.counter(descWriteOverflows, st.Overflows)
 	e.counter(descWriteErrors, st.WriteErrors)
+	e.counter(descReplayed, st.Replayed)
 	e.counter(descPendingOverflows, st.PendingOverflows)
 	e.counter(descSeenOverflows, st.SeenOverflows)
 }
