@@ -17,9 +17,11 @@ import (
 
 	"github.com/pnpd/pnpd/ami"
 	"github.com/pnpd/pnpd/pkg/config"
+	"github.com/pnpd/pnpd/pkg/metrics"
 	"github.com/pnpd/pnpd/pkg/netio"
 	"github.com/pnpd/pnpd/pkg/pbx"
 	"github.com/pnpd/pnpd/pkg/pnp"
+	"github.com/pnpd/pnpd/pkg/policy"
 	"github.com/pnpd/pnpd/pkg/resolve"
 )
 
@@ -95,16 +97,34 @@ func serve(ctx context.Context, cfg *config.Config, path string, hup <-chan os.S
 		return last
 	})
 	defer closeParts()
+	// The responder exists before the listener, whose interface changes
+	// reconfigure it.
+	d.srv = pnp.NewServer(pnp.Config{Logger: log, Resolver: cur.res})
 	l, err := listen(ctx, cfg, chosen, cur.link, d.interfacesChanged, log)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	d.ifaces = l.Interfaces()
-	d.srv = pnp.NewServer(pnp.Config{Logger: log, Resolver: cur.res})
 	d.mu.Lock()
+	d.ifaces = l.Interfaces()
 	d.apply()
 	d.mu.Unlock()
+	stopMetrics, err := startMetrics(cfg.Metrics, metrics.Sources{
+		Server:   d.srv.Stats,
+		Listener: func() metrics.ListenerStats { return metricsListener(l) },
+		Policy:   func() policy.Stats { return d.parts().pol.Stats() },
+		PBX:      func() *pbx.Stats { return metricsPBX(d.parts().px) },
+		AMI:      func() (ami.Status, bool) { return metricsAMI(d.parts().link) },
+		Info:     d.metricsInfo,
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		mctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		stopMetrics(mctx)
+	}()
 	cur.start()
 	srvCtx, srvStop := context.WithCancel(context.Background())
 	defer srvStop()
@@ -150,7 +170,8 @@ func serve(ctx context.Context, cfg *config.Config, path string, hup <-chan os.S
 		"outcomes", fmt.Sprint(st.Outcomes), "dropped", fmt.Sprint(st.Dropped), "refused", fmt.Sprint(last.pol.Stats().Refused)}
 	if last.px != nil {
 		ps := last.px.Stats()
-		attrs = append(attrs, "pbx_written", ps.Written, "pbx_lost", ps.Overflows+ps.WriteErrors, "pbx_unsent", ps.QueueDepth)
+		attrs = append(attrs, "pbx_written", ps.Written, "pbx_lost", ps.Overflows+ps.WriteErrors, "pbx_unsent", ps.QueueDepth,
+			"pbx_replayed", ps.Replayed)
 	}
 	log.Info("stopped", attrs...)
 	return nil
@@ -164,7 +185,11 @@ func listen(ctx context.Context, cfg *config.Config, chosen []netio.Candidate, l
 		log.Warn("cannot tell who holds the group's port: auto will not take it", "err", err)
 	}
 	host.PBXHere = cfg.AMI.Enabled && pbxOnThisHost(cfg.AMI.Address)
-	lc := netio.Config{Group: cfg.SIP.Group, Interfaces: chosen, Port: cfg.SIP.Port, Logger: log, Priority: cfg.SIP.RealtimePriority}
+	// The interfaces are followed as they come and go (a VLAN interface
+	// created after pnpd, a USB NIC plugged again), by the rule that chose
+	// them at start.
+	lc := netio.Config{Group: cfg.SIP.Group, Interfaces: chosen, Port: cfg.SIP.Port, Logger: log, Priority: cfg.SIP.RealtimePriority,
+		Watch: true, Names: cfg.SIP.Interfaces, OnChange: onChange}
 	choice := netio.Choice{Mode: netio.Mode(cfg.SIP.Mode), Why: "configured"}
 	if choice.Mode == netio.ModeAuto {
 		if link != nil && host.PBXHere && link.c.Status().State == ami.Connected {

@@ -11,7 +11,8 @@ import (
 
 func TestAccept(t *testing.T) {
 	eth := &Iface{name: "eth0", index: 2}
-	l := &Listener{group: netip.MustParseAddrPort("224.0.1.75:5060"), byIdx: map[int]*Iface{2: eth}}
+	l := &Listener{group: netip.MustParseAddrPort("224.0.1.75:5060")}
+	l.set.Store(newIfaceSet([]*Iface{eth}))
 	group := netip.MustParseAddr("224.0.1.75")
 	for _, tt := range []struct {
 		name    string
@@ -70,5 +71,24 @@ func TestPktinfo(t *testing.T) {
 				t.Errorf("pktinfo = %d, %v, %t", ifindex, dst, ok)
 			}
 		})
+	}
+}
+
+// BenchmarkAccept is the group reader's per-datagram check of the arrival
+// interface: with Config.Watch the interfaces may change under it, and it
+// must still cost one atomic load and a map lookup, no lock.
+func BenchmarkAccept(b *testing.B) {
+	group := netip.MustParseAddrPort("224.0.1.75:5060")
+	var list []*Iface
+	for i := 2; i < 6; i++ {
+		list = append(list, &Iface{name: "eth", index: i})
+	}
+	l := &Listener{group: group}
+	l.set.Store(newIfaceSet(list))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, why := l.accept(3, group.Addr(), true); why != "" {
+			b.Fatal(why)
+		}
 	}
 }

@@ -26,11 +26,18 @@
 // holds the port, whether an Asterisk runs in this network namespace,
 // whether pnpd has CAP_NET_RAW).
 //
-//	l, err := netio.Listen(netio.Config{Mode: netio.ModePacket, Group: group, Interfaces: chosen, Logger: log})
+//	l, err := netio.Listen(netio.Config{Mode: netio.ModePacket, Group: group, Interfaces: chosen,
+//		Watch: true, Names: names, OnChange: func(ifs []*netio.Iface) { ... }, Logger: log})
 //	if err != nil {
 //		return err
 //	}
 //	go l.Serve(ctx, netio.HandlerFunc(func(d netio.Datagram) { ... d.Iface.Send(reply, d.Src) ... }))
+//
+// With Config.Watch the Listener follows the interfaces while it serves
+// (see watch.go): one created after start, or deleted and created again
+// (a new index, maybe a new address), is joined; one deleted, down or
+// with another address is let go of, and its Iface's Send fails with
+// ErrIfaceGone. Config.OnChange hears of each change.
 //
 // Datagrams from interfaces not chosen, or not sent to the group, never
 // reach the handler. IPv4 only.

@@ -15,6 +15,9 @@ var (
 	// ErrNotEthernet: packet mode needs an interface with an Ethernet
 	// address to map the group onto.
 	ErrNotEthernet = errors.New("not an Ethernet interface")
+	// ErrIfaceGone: Send on an interface the Listener no longer holds
+	// (deleted, down, its address changed, or the Listener closed).
+	ErrIfaceGone = errors.New("netio: interface gone")
 )
 
 // Candidate is an interface that can carry the group, with its first IPv4
@@ -40,7 +43,10 @@ func Choose(names []string) (chosen []Candidate, skipped []string, err error) {
 			if ifi.Flags&net.FlagLoopback != 0 {
 				continue
 			}
-			c, why := candidate(ifi)
+			c, why, err := candidate(ifi)
+			if err != nil {
+				why = err.Error()
+			}
 			if why != "" {
 				skipped = append(skipped, ifi.Name+": "+why)
 				continue
@@ -63,7 +69,10 @@ func Choose(names []string) (chosen []Candidate, skipped []string, err error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: interface %q: %w", ErrNoInterface, name, err)
 		}
-		c, why := candidate(*ifi)
+		c, why, err := candidate(*ifi)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: interface %q: %w", ErrNoInterface, name, err)
+		}
 		if why != "" {
 			return nil, nil, fmt.Errorf("%w: interface %q: %s", ErrNoInterface, name, why)
 		}
@@ -72,16 +81,74 @@ func Choose(names []string) (chosen []Candidate, skipped []string, err error) {
 	return chosen, nil, nil
 }
 
-func candidate(ifi net.Interface) (Candidate, string) {
+// current applies Choose's rule again while the Listener serves, without
+// its errors: a named interface that is missing or unusable is left out
+// (it is taken again when it is back), and none at all is no error. An
+// error says the interfaces could not be read at all; the caller must
+// then keep what it has rather than take it for "all gone".
+func current(names []string) ([]Candidate, error) {
+	all, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("netio: list interfaces: %w", err)
+	}
+	var chosen []Candidate
+	consider := func(ifi net.Interface) error {
+		c, why, err := candidate(ifi)
+		if err != nil {
+			return fmt.Errorf("netio: interface %s: %w", ifi.Name, err)
+		}
+		if why == "" {
+			chosen = append(chosen, c)
+		}
+		return nil
+	}
+	if len(names) == 0 {
+		for _, ifi := range all {
+			if ifi.Flags&net.FlagLoopback != 0 {
+				continue
+			}
+			if err := consider(ifi); err != nil {
+				return nil, err
+			}
+		}
+		return chosen, nil
+	}
+	seen := map[string]bool{}
+	for _, name := range names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if ifi, ok := byName(all, name); ok {
+			if err := consider(ifi); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return chosen, nil
+}
+
+func byName(all []net.Interface, name string) (net.Interface, bool) {
+	for _, ifi := range all {
+		if ifi.Name == name {
+			return ifi, true
+		}
+	}
+	return net.Interface{}, false
+}
+
+// candidate says whether ifi can carry the group: why is "" when it can,
+// else the reason it cannot; err means its addresses could not be read.
+func candidate(ifi net.Interface) (c Candidate, why string, err error) {
 	if ifi.Flags&net.FlagUp == 0 {
-		return Candidate{}, "down"
+		return Candidate{}, "down", nil
 	}
 	if ifi.Flags&net.FlagMulticast == 0 {
-		return Candidate{}, "not multicast-capable"
+		return Candidate{}, "not multicast-capable", nil
 	}
 	addrs, err := ifi.Addrs()
 	if err != nil {
-		return Candidate{}, "addresses: " + err.Error()
+		return Candidate{}, "", fmt.Errorf("addresses: %w", err)
 	}
 	for _, a := range addrs {
 		ipn, ok := a.(*net.IPNet)
@@ -97,7 +164,24 @@ func candidate(ifi net.Interface) (Candidate, string) {
 			continue
 		}
 		ones, _ := ipn.Mask.Size()
-		return Candidate{Name: ifi.Name, Index: ifi.Index, Prefix: netip.PrefixFrom(ip, ones)}, ""
+		return Candidate{Name: ifi.Name, Index: ifi.Index, Prefix: netip.PrefixFrom(ip, ones)}, "", nil
 	}
-	return Candidate{}, "no IPv4 address"
+	return Candidate{}, "no IPv4 address", nil
+}
+
+// unusable says why the interface with that index is no candidate any
+// more: "deleted", or candidate's reason; "" when it still is one.
+func unusable(index int) (why string, up bool) {
+	ifi, err := net.InterfaceByIndex(index)
+	if err != nil {
+		return "deleted", false
+	}
+	up = ifi.Flags&net.FlagUp != 0
+	if _, why, err := candidate(*ifi); err != nil || why != "" {
+		if err != nil {
+			why = err.Error()
+		}
+		return why, up
+	}
+	return "", up
 }

@@ -73,8 +73,8 @@ type igmpMember struct {
 }
 
 // newIGMP opens the raw IGMP socket that sends the reports; it needs
-// CAP_NET_RAW.
-func newIGMP(group netip.Addr, ifaces []*Iface, log *slog.Logger) (*igmpMember, error) {
+// CAP_NET_RAW. add makes each interface a member.
+func newIGMP(group netip.Addr, log *slog.Logger) (*igmpMember, error) {
 	c, err := net.ListenPacket("ip4:2", "0.0.0.0")
 	if err != nil {
 		return nil, fmt.Errorf("netio: IGMP socket (needs CAP_NET_RAW): %w", err)
@@ -97,22 +97,45 @@ func newIGMP(group netip.Addr, ifaces []*Iface, log *slog.Logger) (*igmpMember, 
 		rc.Close()
 		return nil, fmt.Errorf("netio: IGMP socket filter: %w", err)
 	}
-	m := &igmpMember{group: group, conn: rc, log: log, ifaces: map[int]*igmpIface{}}
-	for _, i := range ifaces {
-		m.ifaces[i.index] = &igmpIface{index: i.index, name: i.name, addr: i.prefix.Addr()}
-	}
-	return m, nil
+	return &igmpMember{group: group, conn: rc, log: log, ifaces: map[int]*igmpIface{}}, nil
 }
 
-// join sends the unsolicited reports on every interface: now and once
-// more after a second, as a joining host does.
-func (m *igmpMember) join() {
+// add makes the host a member on ifc's interface: it sends the
+// unsolicited report now and once more after a second, as a joining host
+// does. An interface of the same index held before is replaced (its
+// address changed).
+func (m *igmpMember) add(ifc *Iface) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, i := range m.ifaces {
-		m.report(i, recChangeToExclude)
-		m.schedule(i, unsolicitedInterval, recChangeToExclude)
+	if m.closed {
+		return
 	}
+	if old := m.ifaces[ifc.index]; old != nil && old.due != nil {
+		old.due.Stop()
+	}
+	i := &igmpIface{index: ifc.index, name: ifc.name, addr: ifc.prefix.Addr()}
+	m.ifaces[i.index] = i
+	m.report(i, recChangeToExclude)
+	m.schedule(i, unsolicitedInterval, recChangeToExclude)
+}
+
+// remove ends the membership on interface index; with leave it sends the
+// leave first (pointless on an interface deleted or down).
+func (m *igmpMember) remove(index int, leave bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i, ok := m.ifaces[index]
+	if !ok || m.closed {
+		return
+	}
+	if i.due != nil {
+		i.due.Stop()
+		i.due = nil
+	}
+	if leave {
+		m.report(i, recChangeToInclude)
+	}
+	delete(m.ifaces, index)
 }
 
 // schedule arranges a report on i after d unless one is due sooner.
@@ -133,7 +156,8 @@ func (m *igmpMember) schedule(i *igmpIface, d time.Duration, rec byte) {
 		if i.due == t {
 			i.due = nil
 		}
-		if !m.closed {
+		// i may have been removed, or replaced, since.
+		if !m.closed && m.ifaces[i.index] == i {
 			m.report(i, rec)
 		}
 	})
