@@ -11,7 +11,7 @@ import (
 
 // addSeeds adds every testdata packet (valid and invalid) to the corpus.
 func addSeeds(f *testing.F) {
-	for _, dir := range []string{"phones", "responses", "valid", "invalid"} {
+	for _, dir := range []string{"phones", "responses", "valid", "invalid", "rfc4475/valid", "rfc4475/invalid"} {
 		for _, p := range readDir(f, dir) {
 			f.Add(p.data)
 		}

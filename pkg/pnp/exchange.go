@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -119,9 +120,22 @@ func (s *Server) handleSubscribe(st *settings, p Packet, m *sip.Message, now tim
 		s.drop(p, dropIncomplete, err)
 		return
 	}
-	toAddr, _ := sip.ParseAddr(to) // a To we cannot read has no tag: ours is added
-	if _, _, err := sip.ParseCSeq(m.Get(sip.HdrCSeq)); err != nil {
+	// A To that is no address would come back with our tag appended to
+	// whatever it holds: not SIP, which no phone could match (found by
+	// FuzzHandle). A CSeq of another method is no SUBSCRIBE (RFC 4475,
+	// mismatch01).
+	toAddr, err := sip.ParseAddr(to)
+	if err != nil {
+		s.drop(p, dropMalformed, err)
+		return
+	}
+	_, cseqMethod, err := sip.ParseCSeq(m.Get(sip.HdrCSeq))
+	if err != nil {
 		s.drop(p, dropIncomplete, err)
+		return
+	}
+	if !bytes.Equal(cseqMethod, methodSubscribe) {
+		s.drop(p, dropMalformed, fmt.Errorf("CSeq method %q is not SUBSCRIBE", cseqMethod))
 		return
 	}
 
