@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -134,5 +136,73 @@ func TestReloadSIGHUP(t *testing.T) {
 			t.Errorf("denied phone answered: %s", r)
 		}
 		l.wantURL(t, "001565000031", "http://acme.example/")
+	})
+
+	t.Run("pbx settings on the same view", func(t *testing.T) {
+		skip := l.rewrite(t, "", "[resolve]\ndefault = \"http://two.example/\"\n"+pbxConf(a, "refresh = \"5s\"\nevents = false\n"))
+		got := l.waitLogFrom(t, skip, map[string]string{"msg": "config reloaded"})
+		if got["changed"] != "ami,policy" {
+			t.Errorf("reload line %v", got)
+		}
+		// The view, its snapshot and its queue carry on: no new login,
+		// and the periodic refresh now runs every 5 s.
+		l.waitLogFrom(t, skip, map[string]string{"msg": "pbx snapshot", "why": "refresh"})
+		if n := len(l.logLines(map[string]string{"msg": "pbx snapshot", "why": "login"})); n != 1 {
+			t.Errorf("%d logins to the PBX, want 1", n)
+		}
+		l.wantURL(t, "001565000031", "http://acme.example/")
+	})
+
+	t.Run("token secret rotated", func(t *testing.T) {
+		secretFile := filepath.Join(l.dir, "token.secret")
+		writeSecret := func() {
+			secret := make([]byte, 32)
+			if _, err := rand.Read(secret); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(secretFile, []byte(hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg := fmt.Sprintf("[resolve]\ndefault = \"http://tok.example/{token}/\"\n[policy]\ntoken_secret_file = %q\n", secretFile)
+		cfgPath := filepath.Join(l.dir, "pnpd.toml")
+		verify := func(mac string) {
+			t.Helper()
+			r := l.simulate(t, "-vendor", "yealink", "-mac", mac)
+			token, ok := strings.CutPrefix(r.url, "http://tok.example/")
+			if token, ok = strings.CutSuffix(token, "/"); !ok || r.code != 0 {
+				t.Fatalf("phone %s: %s", mac, r)
+			}
+			if code, out, errs := polExec(t, "token", "verify", "-config", cfgPath, "-mac", mac, token); code != 0 {
+				t.Errorf("token of phone %s does not verify with the secret file as it is now: exit %d %s%s", mac, code, out, errs)
+			}
+		}
+		writeSecret()
+		skip := l.rewrite(t, "", cfg)
+		l.waitLogFrom(t, skip, map[string]string{"msg": "config reloaded"})
+		verify("001565000040")
+
+		// The same file names a new secret: a reload takes it although
+		// the configuration reads the same.
+		writeSecret()
+		skip = l.rewrite(t, "", cfg)
+		if got := l.waitLogFrom(t, skip, map[string]string{"msg": "config reloaded"}); got["changed"] != "nothing" {
+			t.Errorf("reload line %v", got)
+		}
+		verify("001565000041")
+
+		// The secret gone: refused, and the running secret stays.
+		if err := os.Remove(secretFile); err != nil {
+			t.Fatal(err)
+		}
+		skip = l.rewrite(t, "", cfg)
+		got := l.waitLogFrom(t, skip, map[string]string{"msg": "reload refused: the running configuration stays"})
+		if !strings.Contains(got["err"], "token_secret_file") {
+			t.Errorf("refusal %v", got)
+		}
+		r := l.simulate(t, "-vendor", "yealink", "-mac", "001565000042")
+		if r.code != 0 || !strings.HasPrefix(r.url, "http://tok.example/") {
+			t.Errorf("after the refused reload: %s", r)
+		}
 	})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -36,6 +37,8 @@ type parts struct {
 	stopPol context.CancelFunc // nil until started
 	polDone chan struct{}
 	res     resolve.Resolver
+	// tokenSecret is the secret of {token} the policy was built with.
+	tokenSecret []byte
 }
 
 // buildParts builds the parts of cfg, taking over from prev (nil at start)
@@ -46,6 +49,14 @@ type parts struct {
 // running.
 func buildParts(ctx context.Context, cfg *config.Config, prev *parts, log *slog.Logger) (_ *parts, err error) {
 	p := &parts{cfg: cfg, log: log}
+	// What can refuse the configuration comes first, before any link is
+	// opened: the token secret is read now (and again by newPolicy), so
+	// that a rotated secret is taken even when [policy] did not change.
+	if f := cfg.Policy.TokenSecretFile; f != "" {
+		if p.tokenSecret, err = policy.ReadSecret(f); err != nil {
+			return nil, fmt.Errorf("[policy] token_secret_file: %w", err)
+		}
+	}
 	defer func() {
 		if err != nil {
 			p.close(prev)
@@ -73,7 +84,8 @@ func buildParts(ctx context.Context, cfg *config.Config, prev *parts, log *slog.
 	} else {
 		p.res = resolve.NewStatic(cfg.Resolve)
 	}
-	if prev != nil && prev.pol != nil && prev.px == p.px && reflect.DeepEqual(prev.cfg.Policy, cfg.Policy) {
+	if prev != nil && prev.pol != nil && prev.px == p.px && reflect.DeepEqual(prev.cfg.Policy, cfg.Policy) &&
+		bytes.Equal(prev.tokenSecret, p.tokenSecret) {
 		p.pol, p.stopPol, p.polDone = prev.pol, prev.stopPol, prev.polDone
 	} else if p.pol, err = newPolicy(cfg, p.px, log); err != nil {
 		return nil, err
@@ -130,11 +142,17 @@ func sameLink(a, b config.AMI) bool {
 	return a.Address == b.Address && a.Username == b.Username && a.Secret == b.Secret
 }
 
-// samePBX reports whether the PBX views of a and b would be the same.
-func samePBX(a, b *config.Config) bool {
-	x, y := a.AMI, b.AMI
-	return x.Family == y.Family && x.Refresh == y.Refresh && x.Events == y.Events && x.WriteQueue == y.WriteQueue &&
-		a.Policy.Once == b.Policy.Once
+// samePBX reports whether b can keep a's PBX view: the same family (its
+// snapshot, queued writes and overlay carry on). What else of the view a
+// reload changes is set on it by configure.
+func samePBX(a, b *config.Config) bool { return a.AMI.Family == b.AMI.Family }
+
+// configure sets on a PBX view taken over what the new configuration
+// changes of it.
+func (p *parts) configure() {
+	if p.px != nil {
+		p.px.Configure(p.cfg.AMI.Refresh, p.cfg.AMI.Events, p.cfg.Policy.Once)
+	}
 }
 
 // restartOnly names the keys a reload cannot change: they shape the
@@ -152,6 +170,9 @@ func restartOnly(a, b *config.Config) []string {
 	add(a.SIP.Mode != b.SIP.Mode, "sip.mode")
 	add(a.SIP.RealtimePriority != b.SIP.RealtimePriority, "sip.realtime_priority")
 	add(a.Metrics != b.Metrics, "metrics.listen")
+	// The queue's bound is its channel's: a new one would drop what
+	// waits in the old.
+	add(a.AMI.Enabled && b.AMI.Enabled && a.AMI.WriteQueue != b.AMI.WriteQueue, "ami.write_queue")
 	return keys
 }
 
@@ -217,6 +238,12 @@ func (d *daemon) allow() []netip.Prefix {
 	if a := d.cur.cfg.SIP.Allow; len(a) > 0 {
 		return a
 	}
+	if len(d.ifaces) == 0 {
+		// For the responder an empty list answers any source: with no
+		// interface left, answer none (0.0.0.0 is no phone's source)
+		// until the next one is joined and announced.
+		return []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 32)}
+	}
 	allow := make([]netip.Prefix, 0, len(d.ifaces))
 	for _, i := range d.ifaces {
 		allow = append(allow, i.Prefix().Masked())
@@ -275,6 +302,7 @@ func (d *daemon) tryReload(ctx context.Context) error {
 		return err
 	}
 	next.start()
+	next.configure()
 	d.mu.Lock()
 	d.cur = next
 	d.apply()

@@ -88,6 +88,11 @@ func serve(ctx context.Context, cfg *config.Config, path string, hup <-chan os.S
 	if err != nil {
 		return err
 	}
+	if path == "" {
+		// Started from the default file: a reload reads that file, and
+		// refuses its absence rather than fall back to observe mode.
+		path = cfg.Path
+	}
 	d := &daemon{path: path, log: log, cur: cur, started: time.Now()}
 	closeParts := sync.OnceValue(func() *parts {
 		d.mu.Lock()

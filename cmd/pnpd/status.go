@@ -222,18 +222,19 @@ type statusPBX struct {
 	Logins  int64     `json:"logins"`
 	HasView bool      `json:"-"` // the PBX view's metrics are there
 	// SnapshotAgeSeconds is nil before the first snapshot.
-	SnapshotAgeSeconds *float64 `json:"snapshot_age_seconds"`
-	SnapshotPhones     int64    `json:"snapshot_phones"`
-	SnapshotEntries    int64    `json:"snapshot_entries"`
-	RefreshSeconds     float64  `json:"refresh_seconds"`
-	Loads              int64    `json:"snapshot_loads"`
-	LoadErrors         int64    `json:"snapshot_errors"`
-	QueueDepth         int64    `json:"write_queue_depth"`
-	Written            int64    `json:"writes"`
-	Overflows          int64    `json:"write_overflows"`
-	WriteErrors        int64    `json:"write_errors"`
-	PendingOverflows   int64    `json:"pending_overflows"`
-	SeenOverflows      int64    `json:"seen_overflows"`
+	SnapshotAgeSeconds *float64  `json:"snapshot_age_seconds"`
+	SnapshotPhones     int64     `json:"snapshot_phones"`
+	SnapshotEntries    int64     `json:"snapshot_entries"`
+	RefreshSeconds     float64   `json:"refresh_seconds"`
+	Loads              int64     `json:"snapshot_loads"`
+	LoadErrors         int64     `json:"snapshot_errors"`
+	QueueDepth         int64     `json:"write_queue_depth"`
+	Written            int64     `json:"writes"`
+	Overflows          int64     `json:"write_overflows"`
+	LastOverflow       time.Time `json:"last_write_overflow,omitzero"`
+	WriteErrors        int64     `json:"write_errors"`
+	PendingOverflows   int64     `json:"pending_overflows"`
+	SeenOverflows      int64     `json:"seen_overflows"`
 }
 
 // metricSet holds the families of one scrape.
@@ -350,6 +351,9 @@ func newStatusReport(mfs map[string]*dto.MetricFamily, now time.Time) *statusRep
 		p.QueueDepth = f.int("pnpd_pbx_write_queue_depth")
 		p.Written = f.int("pnpd_pbx_writes_total")
 		p.Overflows = f.int("pnpd_pbx_write_overflows_total")
+		if v, ok := f.get("pnpd_pbx_write_last_overflow_timestamp_seconds"); ok {
+			p.LastOverflow = statusFromUnix(v)
+		}
 		p.WriteErrors = f.int("pnpd_pbx_write_errors_total")
 		p.PendingOverflows = f.int("pnpd_pbx_pending_overflows_total")
 		p.SeenOverflows = f.int("pnpd_pbx_seen_overflows_total")
@@ -391,7 +395,10 @@ func (r *statusReport) judge() {
 		case p.RefreshSeconds > 0 && *p.SnapshotAgeSeconds > staleFactor*p.RefreshSeconds:
 			r.Why = append(r.Why, "PBX snapshot "+statusAgo(statusSeconds(*p.SnapshotAgeSeconds))+" old")
 		}
-		if p.Overflows > 0 {
+		// Lost writes degrade for an hour after the latest, so that a
+		// check recovers once the PBX keeps up again; the counts stay
+		// on the "PBX writes" line.
+		if p.Overflows > 0 && (p.LastOverflow.IsZero() || r.now.Sub(p.LastOverflow) < lossMemory) {
 			r.Why = append(r.Why, fmt.Sprintf("%d PBX writes lost", p.Overflows))
 		}
 	}
@@ -402,6 +409,9 @@ func (r *statusReport) judge() {
 		r.Verdict = "DEGRADED"
 	}
 }
+
+// lossMemory is how long lost PBX writes keep the verdict DEGRADED.
+const lossMemory = time.Hour
 
 func statusOrUnknown(s string) string {
 	if s == "" {

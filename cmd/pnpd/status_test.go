@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -281,5 +282,39 @@ func TestStatusAgo(t *testing.T) {
 		if got := statusAgo(d); got != want {
 			t.Errorf("statusAgo(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestStatusLostWrites degrades for an hour after the latest lost write,
+// then reads OK again with the count kept on its line.
+func TestStatusLostWrites(t *testing.T) {
+	tests := []struct {
+		name, last, want string
+	}{
+		{"no time known", "", "DEGRADED"},
+		{"a minute ago", strconv.FormatInt(statusNow.Add(-time.Minute).Unix(), 10), "DEGRADED"},
+		{"two hours ago", strconv.FormatInt(statusNow.Add(-2*time.Hour).Unix(), 10), "OK"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			text := strings.Replace(string(readCanned(t, "status_ok.prom")), "pnpd_pbx_write_overflows_total 0", "pnpd_pbx_write_overflows_total 12", 1)
+			if tc.last != "" {
+				text += "# TYPE pnpd_pbx_write_last_overflow_timestamp_seconds gauge\npnpd_pbx_write_last_overflow_timestamp_seconds " + tc.last + "\n"
+			}
+			p := expfmt.NewTextParser(model.UTF8Validation)
+			mfs, err := p.TextToMetricFamilies(strings.NewReader(text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := newStatusReport(mfs, statusNow)
+			if r.Verdict != tc.want {
+				t.Errorf("verdict %q %q, want %s", r.Verdict, r.Why, tc.want)
+			}
+			var b bytes.Buffer
+			r.write(&b)
+			if !strings.Contains(b.String(), "12 lost (queue full)") {
+				t.Errorf("the count is not on its line:\n%s", b.String())
+			}
+		})
 	}
 }

@@ -138,6 +138,8 @@ var (
 		"Writes to the PBX lost because the queue ([ami] write_queue) was full.")
 	descWriteErrors = newDesc("pnpd_pbx_write_errors_total",
 		"Writes to the PBX that Asterisk refused: lost.")
+	descLastOverflow = newDesc("pnpd_pbx_write_last_overflow_timestamp_seconds",
+		"When the latest write to the PBX was lost to a full queue, in seconds since the epoch; absent when none was.")
 	descReplayed = newDesc("pnpd_pbx_writes_replayed_total",
 		"Records written again after a lost connection: those Asterisk acknowledged in the 2 s before, which a crash makes it forget.")
 	descPendingOverflows = newDesc("pnpd_pbx_pending_overflows_total",
@@ -166,7 +168,7 @@ var (
 var allDescs = []*prometheus.Desc{descDatagrams, descListenerDropped, descExchanges, descNotifyRetrans,
 	descSubscribeRetrans, descRefusals, descAMIUp, descAMIState, descAMISince, descAMILogins,
 	descSnapAge, descSnapEntries, descSnapPhones, descSnapRefresh, descSnapLoads, descSnapErrors,
-	descQueueDepth, descWrites, descWriteOverflows, descWriteErrors, descReplayed, descPendingOverflows,
+	descQueueDepth, descWrites, descWriteOverflows, descWriteErrors, descLastOverflow, descReplayed, descPendingOverflows,
 	descSeenOverflows, descInterfaces, descInterfaceInfo, descInfo, descStart, descReloads,
 	descReloadOK, descReloadTime}
 
@@ -337,6 +339,9 @@ func (e emitter) pbx(st *pbx.Stats, refresh time.Duration, now time.Time) {
 	e.counter(descWriteOverflows, st.Overflows)
 	e.counter(descWriteErrors, st.WriteErrors)
 	e.counter(descReplayed, st.Replayed)
+	if !st.LastOverflow.IsZero() {
+		e.gauge(descLastOverflow, float64(st.LastOverflow.UnixNano())/1e9)
+	}
 	e.counter(descPendingOverflows, st.PendingOverflows)
 	e.counter(descSeenOverflows, st.SeenOverflows)
 }

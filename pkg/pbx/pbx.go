@@ -54,13 +54,15 @@ type Config struct {
 
 // Stats are a PBX's counters.
 type Stats struct {
-	Snapshot    *resolve.Snapshot // nil before the first
-	Loads       int64             // snapshots taken
-	LoadErrors  int64
-	QueueDepth  int
-	Written     int64 // writes done (records and UserEvents)
-	Overflows   int64 // writes that did not fit in the queue: lost, logged
-	WriteErrors int64 // writes Asterisk refused: lost, logged
+	Snapshot   *resolve.Snapshot // nil before the first
+	Loads      int64             // snapshots taken
+	LoadErrors int64
+	QueueDepth int
+	Written    int64 // writes done (records and UserEvents)
+	Overflows  int64 // writes that did not fit in the queue: lost, logged
+	// LastOverflow is when the latest of them was; zero when none was.
+	LastOverflow time.Time
+	WriteErrors  int64 // writes Asterisk refused: lost, logged
 	// PendingOverflows counts the phones not recorded as pending because
 	// MaxPending were already.
 	PendingOverflows int64
@@ -70,19 +72,21 @@ type Stats struct {
 	// Replayed counts the records queued again after a lost connection:
 	// those Asterisk acknowledged in the seconds before, which a crash
 	// makes it forget. They are not counted in Written again; one that
-	// does not fit in the queue is counted in Overflows.
-	Replayed int64
+	// does not fit in the queue is counted in ReplayLost, not in
+	// Overflows.
+	Replayed, ReplayLost int64
 }
 
 // PBX is pnpd's view of the PBX. It implements resolve.PBX and
 // pnp.Observer, and answers the policy's questions (Window, Provisioned,
 // Pending); all methods are safe for concurrent use.
 type PBX struct {
-	c          *ami.Client
-	family     string
-	refresh    time.Duration
-	events     bool
-	markOnce   bool // Config.Once
+	c      *ami.Client
+	family string
+	// What Configure changes while the PBX view runs.
+	refresh    atomic.Int64 // time.Duration
+	events     atomic.Bool
+	markOnce   atomic.Bool // Config.Once
 	maxPending int
 	loadT      time.Duration
 	callT      time.Duration
@@ -108,8 +112,8 @@ type PBX struct {
 	lost         [lostKinds]atomic.Int64
 	lostReported [lostKinds]int64
 
-	recent   recentWrites // records acknowledged in the last seconds
-	replayed atomic.Int64
+	recent               recentWrites // records acknowledged in the last seconds
+	replayed, replayLost atomic.Int64
 
 	seenMu  sync.Mutex
 	seenNew map[string]struct{} // unknown phones' seen records queued since the snapshot
@@ -119,12 +123,22 @@ type PBX struct {
 // episode logged: the rest are only counted until rearm.
 type loss struct {
 	n      atomic.Int64
+	last   atomic.Int64 // when the latest was, Unix nanoseconds
 	logged atomic.Bool
 }
 
 // add counts one loss; first reports whether it is the episode's first.
 func (l *loss) add() (n int64, first bool) {
+	l.last.Store(time.Now().UnixNano())
 	return l.n.Add(1), l.logged.CompareAndSwap(false, true)
+}
+
+// lastAt is when the latest loss was; zero when there was none.
+func (l *loss) lastAt() time.Time {
+	if ns := l.last.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // rearm ends the episode: the next loss is logged again. It reports
@@ -163,8 +177,7 @@ type write struct {
 
 // New returns a PBX for cfg.
 func New(cfg Config) *PBX {
-	p := &PBX{c: cfg.Client, family: cfg.Family, refresh: cfg.Refresh, events: cfg.Events,
-		markOnce: cfg.Once, maxPending: cfg.MaxPending, loadT: cfg.LoadTimeout, callT: cfg.CallTimeout, log: cfg.Logger,
+	p := &PBX{c: cfg.Client, family: cfg.Family, maxPending: cfg.MaxPending, loadT: cfg.LoadTimeout, callT: cfg.CallTimeout, log: cfg.Logger,
 		ov: newOverlay(), reload: make(chan struct{}, 1), heard: make(chan struct{}, 1), loaded: make(chan struct{})}
 	if p.family == "" {
 		p.family = "pnp"
@@ -186,7 +199,19 @@ func New(cfg Config) *PBX {
 		q = DefaultQueue
 	}
 	p.queue = make(chan write, q)
+	p.Configure(cfg.Refresh, cfg.Events, cfg.Once)
 	return p
+}
+
+// Configure changes, while the view runs, the period of the snapshots
+// (Config.Refresh), whether the UserEvents are sent (Events) and whether
+// provisioned phones are marked (Once): what a reload of pnpd may change
+// without a new view, so that the snapshot, the queued writes and the
+// overlay carry on.
+func (p *PBX) Configure(refresh time.Duration, events, once bool) {
+	p.refresh.Store(int64(refresh))
+	p.events.Store(events)
+	p.markOnce.Store(once)
 }
 
 // Snapshot implements resolve.PBX.
@@ -234,7 +259,7 @@ func (p *PBX) Stats() Stats {
 	return Stats{Snapshot: p.snap.Load(), Loads: p.loads.Load(), LoadErrors: p.loadErrors.Load(),
 		QueueDepth: int(p.pending.Load()), Written: p.written.Load(), Overflows: p.overflows.n.Load(),
 		WriteErrors: p.writeErrors.Load(), PendingOverflows: p.pendingOverflows.n.Load(), SeenOverflows: p.seenOverflows.n.Load(),
-		Replayed: p.replayed.Load()}
+		Replayed: p.replayed.Load(), ReplayLost: p.replayLost.Load(), LastOverflow: p.overflows.lastAt()}
 }
 
 // Window returns the end of the provisioning window of the snapshot (zero
@@ -285,7 +310,7 @@ func (p *PBX) Pending(mac string) bool {
 func (p *PBX) Observe(ev pnp.Event) {
 	switch ev.Kind {
 	case pnp.EventSeen:
-		if p.events {
+		if p.events.Load() {
 			p.enqueue(write{event: EventSeen, ev: ev})
 		}
 	case pnp.EventDone:
@@ -294,10 +319,10 @@ func (p *PBX) Observe(ev pnp.Event) {
 		// finds what it announces.
 		switch ev.Outcome {
 		case "provisioned":
-			if p.markOnce && mac != "" {
+			if p.markOnce.Load() && mac != "" {
 				p.put(resolve.KeyProvisioned, ev)
 			}
-			if p.events {
+			if p.events.Load() {
 				p.enqueue(write{event: EventProvisioned, ev: ev})
 			}
 		case "pending":
@@ -306,7 +331,7 @@ func (p *PBX) Observe(ev pnp.Event) {
 			}
 		case "observed":
 		default: // refused by the policy among them: Reason says why
-			if p.events {
+			if p.events.Load() {
 				p.enqueue(write{event: EventFailed, ev: ev})
 			}
 		}
@@ -391,7 +416,7 @@ func (p *PBX) recordPending(ev pnp.Event) {
 		return
 	}
 	p.put(resolve.KeyPending, ev)
-	if p.events {
+	if p.events.Load() {
 		p.enqueue(write{event: EventPending, ev: ev})
 	}
 }
@@ -406,7 +431,8 @@ func toAMI(hs []header) []ami.Header {
 
 // enqueue queues w; false when the queue is full (counted and logged).
 func (p *PBX) enqueue(w write) bool {
-	if w.event == "" {
+	record := w.event == ""
+	if record {
 		p.recent.queued(w)
 	}
 	p.pending.Add(1)
@@ -415,6 +441,12 @@ func (p *PBX) enqueue(w write) bool {
 		return true
 	default:
 		p.pending.Add(-1)
+		if record {
+			p.recent.unqueued(w)
+		}
+		if w.replay { // counted by replay: written once already
+			return false
+		}
 		p.lost[w.kind()].Add(1)
 		if n, first := p.overflows.add(); first {
 			p.log.Warn("pbx write queue full: writes are being lost", "queue", cap(p.queue), "lost", n,
@@ -446,12 +478,15 @@ func (p *PBX) Serve(ctx context.Context) error {
 		p.listen(ctx)
 	}()
 
+	// The refresh ticker follows Configure.
 	var tick <-chan time.Time
-	if p.refresh > 0 {
-		t := time.NewTicker(p.refresh)
-		defer t.Stop()
-		tick = t.C
-	}
+	var ticker *time.Ticker
+	var period time.Duration
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
 	loaded := -1    // the login whose snapshot is in
 	announced := -1 // the login already logged
 	wasLive := false
@@ -460,6 +495,16 @@ func (p *PBX) Serve(ctx context.Context) error {
 	poll := time.NewTicker(100 * time.Millisecond)
 	defer poll.Stop()
 	for {
+		if r := time.Duration(p.refresh.Load()); r != period {
+			if ticker != nil {
+				ticker.Stop()
+				ticker, tick = nil, nil
+			}
+			if period = r; r > 0 {
+				ticker = time.NewTicker(r)
+				tick = ticker.C
+			}
+		}
 		st := p.c.Status()
 		live := st.State == ami.Connected
 		switch {
@@ -477,7 +522,7 @@ func (p *PBX) Serve(ctx context.Context) error {
 				retry, backoff = time.Now().Add(backoff), min(2*backoff, maxRetry)
 			}
 		case !live && wasLive:
-			p.replay(time.Now())
+			p.replay()
 			snap := p.snap.Load()
 			attrs := []any{"err", errString(st.Err)}
 			if snap != nil {
@@ -612,7 +657,7 @@ func (p *PBX) writer(ctx context.Context) {
 					p.written.Add(1)
 				}
 				if w.event == "" {
-					p.recent.acked(w, time.Now())
+					p.recent.done(w, true, time.Now())
 				}
 				break
 			}
@@ -621,6 +666,9 @@ func (p *PBX) writer(ctx context.Context) {
 			}
 			var refused *ami.Error
 			if errors.As(err, &refused) {
+				if w.event == "" {
+					p.recent.done(w, false, time.Now())
+				}
 				n := p.writeErrors.Add(1)
 				p.log.Warn("pbx write refused", "what", w.what(), "err", err, "refused", n)
 				break
