@@ -24,10 +24,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/net/ipv4"
 
@@ -61,7 +59,7 @@ func TestE2EGarbage(t *testing.T) {
 	// not for how many came before it from the same address.
 	l.start("", polResolve+"[policy]\nsource_rate = \"off\"\nmac_rate = \"off\"\n")
 	g := polAddrs(t, l, 3, 1)[0] // the garbage's own address: simulate uses the veth's
-	tap := openGarbageTap(t, l)
+	tap := openGroupTap(t, l)
 	sock := openPolSock(t, l, g, 0, true)
 	// Our own datagrams to the group are not looped back into the phone
 	// namespace, where the tap would have to skip them.
@@ -126,7 +124,7 @@ func TestE2EGarbage(t *testing.T) {
 	}
 
 	dropped, refused := polStopped(t, l)
-	got := tap.settle(t, l)
+	got := tap.settleAll(t, l)
 
 	// Everything pnpd sent into the phone namespace, attributed.
 	answered := map[string]bool{} // Call-IDs of valid items that got a 200
@@ -395,29 +393,10 @@ func garbageMutations(src netip.AddrPort) []garbageItem {
 	return out
 }
 
-// tapped is one UDP datagram the pbx sent into the phone namespace.
-type tapped struct {
-	dst  netip.AddrPort
-	data []byte
-}
-
-// garbageTap keeps, with a raw socket in the phone namespace, every UDP
-// datagram from the pbx's address to any address there (the group
-// included: it joins the group on the phone's veth so that the kernel takes
-// the group's datagrams in), whatever the port and whether or not a socket
-// listens there.
-type garbageTap struct {
-	rc  *ipv4.RawConn
-	pbx netip.Addr
-
-	mu     sync.Mutex
-	got    []tapped
-	probes int
-	wake   chan struct{}
-	done   chan struct{}
-}
-
-func openGarbageTap(t *testing.T, l *lab) *garbageTap {
+// openGroupTap is openPolTap with the group's datagrams too (it joins the
+// group on the phone's veth so that the kernel takes them in) and a
+// receive buffer that holds every datagram of a batch and its replies.
+func openGroupTap(t *testing.T, l *lab) *polTap {
 	t.Helper()
 	member, err := l.phone.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
 	if err != nil {
@@ -435,51 +414,14 @@ func openGarbageTap(t *testing.T, l *lab) *garbageTap {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Room for every datagram of a batch and its replies, whatever
-	// net.core.rmem_max says: a count with holes would prove nothing (the
-	// test checks that the tap saw all the garbage socket received).
+	// Whatever net.core.rmem_max says: a count with holes would prove
+	// nothing (the test checks that the tap saw all the garbage socket
+	// received).
 	if err := forceRecvBuffer(c, 16<<20); err != nil {
 		c.Close()
 		t.Fatal(err)
 	}
-	rc, err := ipv4.NewRawConn(c)
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	p := &garbageTap{rc: rc, pbx: l.pbxIP, wake: make(chan struct{}), done: make(chan struct{})}
-	go p.read()
-	t.Cleanup(func() {
-		p.rc.Close()
-		<-p.done
-	})
-	return p
-}
-
-func (p *garbageTap) read() {
-	defer close(p.done)
-	buf := make([]byte, 65536)
-	for {
-		h, payload, _, err := p.rc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		src, _ := netip.AddrFromSlice(h.Src)
-		dst, _ := netip.AddrFromSlice(h.Dst)
-		if src.Unmap() != p.pbx || len(payload) < 8 {
-			continue
-		}
-		port := uint16(payload[2])<<8 | uint16(payload[3])
-		p.mu.Lock()
-		if string(payload[8:]) == polProbe {
-			p.probes++
-		} else {
-			p.got = append(p.got, tapped{dst: netip.AddrPortFrom(dst.Unmap(), port), data: bytes.Clone(payload[8:])})
-		}
-		close(p.wake)
-		p.wake = make(chan struct{})
-		p.mu.Unlock()
-	}
+	return newPolTap(t, l, c)
 }
 
 // forceRecvBuffer sets SO_RCVBUFFORCE (root may exceed rmem_max).
@@ -501,44 +443,5 @@ func forceRecvBuffer(c net.PacketConn, n int) error {
 	if serr != nil {
 		return fmt.Errorf("SO_RCVBUFFORCE: %w", serr)
 	}
-	return nil
-}
-
-// settle sends a probe from the pbx namespace and waits until the tap has
-// seen it, then returns what it kept: run after pnpd has stopped, that is
-// everything pnpd sent.
-func (p *garbageTap) settle(t *testing.T, l *lab) []tapped {
-	t.Helper()
-	c, err := l.pbx.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.pbxIP, 0)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	p.mu.Lock()
-	before := p.probes
-	p.mu.Unlock()
-	for range 2 * int(logTimeout.Seconds()) { // a probe every half second, in case one is lost
-		if _, err := c.WriteToUDPAddrPort([]byte(polProbe), netip.AddrPortFrom(l.phoneIP, 9)); err != nil {
-			t.Fatal(err)
-		}
-		p.mu.Lock()
-		wake, seen := p.wake, p.probes > before
-		p.mu.Unlock()
-		if !seen {
-			select {
-			case <-wake:
-			case <-time.After(500 * time.Millisecond):
-			}
-			p.mu.Lock()
-			seen = p.probes > before
-			p.mu.Unlock()
-		}
-		if seen {
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			return append([]tapped(nil), p.got...)
-		}
-	}
-	t.Fatal("the raw socket never saw the probe from the pbx: its counts prove nothing")
 	return nil
 }

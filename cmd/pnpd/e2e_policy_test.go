@@ -250,7 +250,7 @@ func (s *polSock) wait(t *testing.T, what, callID string, ok func(polTally) bool
 	}
 }
 
-// polTap counts, with a raw socket in the phone namespace, every UDP
+// polTap keeps, with a raw socket in the phone namespace, every UDP
 // datagram the pbx's address sends to any address of the namespace,
 // whatever its port and whether or not a socket listens there.
 type polTap struct {
@@ -258,10 +258,16 @@ type polTap struct {
 	pbx netip.Addr
 
 	mu     sync.Mutex
-	back   map[netip.Addr]int // by destination, probes left out
+	got    []tapped // probes left out
 	probes int
 	wake   chan struct{}
 	done   chan struct{}
+}
+
+// tapped is one UDP datagram the pbx sent into the phone namespace.
+type tapped struct {
+	dst  netip.AddrPort
+	data []byte
 }
 
 func openPolTap(t *testing.T, l *lab) *polTap {
@@ -270,12 +276,19 @@ func openPolTap(t *testing.T, l *lab) *polTap {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newPolTap(t, l, c)
+}
+
+// newPolTap reads c, a raw UDP socket of the phone namespace, until the
+// test ends.
+func newPolTap(t *testing.T, l *lab, c net.PacketConn) *polTap {
+	t.Helper()
 	rc, err := ipv4.NewRawConn(c)
 	if err != nil {
 		c.Close()
 		t.Fatal(err)
 	}
-	p := &polTap{rc: rc, pbx: l.pbxIP, back: map[netip.Addr]int{}, wake: make(chan struct{}), done: make(chan struct{})}
+	p := &polTap{rc: rc, pbx: l.pbxIP, wake: make(chan struct{}), done: make(chan struct{})}
 	go p.read()
 	t.Cleanup(func() {
 		p.rc.Close()
@@ -294,14 +307,15 @@ func (p *polTap) read() {
 		}
 		src, _ := netip.AddrFromSlice(h.Src)
 		dst, _ := netip.AddrFromSlice(h.Dst)
-		if src.Unmap() != p.pbx {
+		if src.Unmap() != p.pbx || len(payload) < 8 {
 			continue
 		}
+		port := uint16(payload[2])<<8 | uint16(payload[3])
 		p.mu.Lock()
-		if len(payload) >= 8 && string(payload[8:]) == polProbe {
+		if string(payload[8:]) == polProbe {
 			p.probes++
 		} else {
-			p.back[dst.Unmap()]++
+			p.got = append(p.got, tapped{dst: netip.AddrPortFrom(dst.Unmap(), port), data: bytes.Clone(payload[8:])})
 		}
 		close(p.wake)
 		p.wake = make(chan struct{})
@@ -309,10 +323,20 @@ func (p *polTap) read() {
 	}
 }
 
-// settle sends a probe from the pbx namespace to the phone's address and
-// waits until the tap has seen it, then returns the counts: run after pnpd
-// has stopped, they hold everything it sent.
+// settle counts what settleAll returns by destination address.
 func (p *polTap) settle(t *testing.T, l *lab) map[netip.Addr]int {
+	t.Helper()
+	out := map[netip.Addr]int{}
+	for _, d := range p.settleAll(t, l) {
+		out[d.dst.Addr()]++
+	}
+	return out
+}
+
+// settleAll sends a probe from the pbx namespace to the phone's address
+// and waits until the tap has seen it, then returns what it kept: run
+// after pnpd has stopped, that is everything pnpd sent.
+func (p *polTap) settleAll(t *testing.T, l *lab) []tapped {
 	t.Helper()
 	c, err := l.pbx.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.pbxIP, 0)))
 	if err != nil {
@@ -343,11 +367,7 @@ func (p *polTap) settle(t *testing.T, l *lab) map[netip.Addr]int {
 		if seen {
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			out := make(map[netip.Addr]int, len(p.back))
-			for a, n := range p.back {
-				out[a] = n
-			}
-			return out
+			return append([]tapped(nil), p.got...)
 		}
 	}
 	t.Fatal("the raw socket never saw the probe from the pbx: its counts prove nothing")
