@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/pnpd/pnpd/pkg/netns"
 	"github.com/pnpd/pnpd/pkg/netns/netnstest"
+	"golang.org/x/net/ipv4"
 )
 
 const (
@@ -499,4 +501,25 @@ func runSimulate(t *testing.T, ns *netns.NS, bin string, args []string) simResul
 		r.responses = strings.Split(s, ",")
 	}
 	return r
+}
+
+// phoneConn opens a UDP socket of the phone namespace bound to a:port (0:
+// any port) whose multicasts leave on the phone's veth; the caller closes
+// it.
+func (l *lab) phoneConn(t *testing.T, a netip.Addr, port uint16) *net.UDPConn {
+	t.Helper()
+	c, err := l.phone.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifi, err := l.phone.InterfaceByName(l.phoneIf)
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	if err := ipv4.NewPacketConn(c).SetMulticastInterface(ifi); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	return c
 }

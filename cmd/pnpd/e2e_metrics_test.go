@@ -24,7 +24,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"golang.org/x/net/ipv4"
 
 	"github.com/pnpd/pnpd/pkg/asterisk/asterisktest"
 	"github.com/pnpd/pnpd/pkg/netns"
@@ -123,18 +122,8 @@ func TestE2EMetricsAndStatus(t *testing.T) {
 
 	// Three datagrams pnpd must drop, each for its own reason, then one
 	// phone provisioned.
-	c, err := l.phone.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.phoneIP, 0)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := l.phoneConn(t, l.phoneIP, 0)
 	defer c.Close()
-	ifi, err := l.phone.InterfaceByName(l.phoneIf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ipv4.NewPacketConn(c).SetMulticastInterface(ifi); err != nil {
-		t.Fatal(err)
-	}
 	src := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	group := netip.MustParseAddrPort("224.0.1.75:5060")
 	for _, d := range [][]byte{

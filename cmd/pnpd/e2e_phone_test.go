@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jart/gosip/sip"
-	"golang.org/x/net/ipv4"
 )
 
 // e2eBrands are the brands `pnpd simulate` plays, each with a MAC under one
@@ -239,18 +238,8 @@ func TestE2EIgnoresOtherMessages(t *testing.T) {
 	l := newLab(t)
 	l.start("", "[resolve]\ndefault = \"http://198.18.0.1/{vendor}/{mac}/\"\n")
 
-	c, err := l.phone.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.phoneIP, 0)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := l.phoneConn(t, l.phoneIP, 0)
 	defer c.Close()
-	ifi, err := l.phone.InterfaceByName(l.phoneIf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ipv4.NewPacketConn(c).SetMulticastInterface(ifi); err != nil {
-		t.Fatal(err)
-	}
 	src := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	group := netip.MustParseAddrPort("224.0.1.75:5060")
 	const mac = "0015657322ff"

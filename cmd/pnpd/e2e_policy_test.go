@@ -111,19 +111,7 @@ type polSock struct {
 // at the end of the test.
 func openPolSock(t *testing.T, l *lab, a netip.Addr, port uint16, answer bool) *polSock {
 	t.Helper()
-	c, err := l.phone.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ifi, err := l.phone.InterfaceByName(l.phoneIf)
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	if err := ipv4.NewPacketConn(c).SetMulticastInterface(ifi); err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
+	c := l.phoneConn(t, a, port)
 	s := &polSock{c: c, addr: c.LocalAddr().(*net.UDPAddr).AddrPort(), answer: answer,
 		wake: make(chan struct{}), done: make(chan struct{})}
 	go s.read()
