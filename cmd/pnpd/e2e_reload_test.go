@@ -18,7 +18,7 @@ import (
 // lines before the signal, for findLog.
 func (l *lab) rewrite(t *testing.T, sipExtra, rest string) int {
 	t.Helper()
-	cfg := fmt.Sprintf("[sip]\ninterfaces = [%q]\ngroup = \"224.0.1.75:5060\"\n%s\n%s", l.pbxIf, sipExtra, rest)
+	cfg := fmt.Sprintf("[sip]\ninterfaces = [%q]\ngroup = \"224.0.1.75:5060\"\n%s\n%s%s", l.pbxIf, sipExtra, reloadMetrics, rest)
 	return l.rewriteRaw(t, cfg)
 }
 
@@ -58,6 +58,10 @@ func (l *lab) wantURL(t *testing.T, mac, url string) {
 	}
 }
 
+// reloadMetrics is the [metrics] section of every configuration of
+// TestReloadSIGHUP: a reload cannot change it.
+const reloadMetrics = "[metrics]\nlisten = \"127.0.0.1:9560\"\n"
+
 // TestReloadSIGHUP changes the rules, the policy and the PBX of a running
 // pnpd with SIGHUP; a bad file or a change only a restart can apply is
 // refused with its reason, and the running configuration stays whole.
@@ -68,7 +72,7 @@ func TestReloadSIGHUP(t *testing.T) {
 	cli(t, a, "database put pnp tenant/acme/url http://acme.example/")
 	a.WaitAstDBCommitted(t)
 
-	l.start("", "[resolve]\ndefault = \"http://one.example/\"\n")
+	l.start("", reloadMetrics+"[resolve]\ndefault = \"http://one.example/\"\n")
 	l.wantURL(t, "001565000030", "http://one.example/")
 
 	t.Run("rules", func(t *testing.T) {
@@ -119,6 +123,17 @@ func TestReloadSIGHUP(t *testing.T) {
 		l.wantURL(t, "001565000031", "http://acme.example/")
 		l.wantURL(t, "001565000035", "http://two.example/")
 		waitSeen(t, a, "001565000031", "provisioned")
+		// The metrics read the parts a reload built.
+		mfs, err := e2eScrape(l.pbx, "127.0.0.1:9560")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := e2eValue(mfs, "pnpd_ami_up"); !ok || v != 1 {
+			t.Errorf("pnpd_ami_up = %v (found %v) after [ami] was added", v, ok)
+		}
+		if v, ok := e2eValue(mfs, "pnpd_pbx_snapshot_phones"); !ok || v != 1 {
+			t.Errorf("pnpd_pbx_snapshot_phones = %v (found %v)", v, ok)
+		}
 	})
 
 	t.Run("policy", func(t *testing.T) {
@@ -205,4 +220,25 @@ func TestReloadSIGHUP(t *testing.T) {
 			t.Errorf("after the refused reload: %s", r)
 		}
 	})
+
+	// What the reloads did, as the metrics tell it; the last refused.
+	mfs, err := e2eScrape(l.pbx, "127.0.0.1:9560")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := len(l.logLines(map[string]string{"msg": "config reloaded"}))
+	failed := len(l.logLines(map[string]string{"msg": "reload refused: the running configuration stays"}))
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"pnpd_config_reloads_total", []string{"result=ok"}, float64(ok)},
+		{"pnpd_config_reloads_total", []string{"result=failed"}, float64(failed)},
+		{"pnpd_config_last_reload_successful", nil, 0},
+	} {
+		if v, found := e2eValue(mfs, c.name, c.labels...); !found || v != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, v, found, c.want)
+		}
+	}
 }
