@@ -5,9 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -364,6 +369,360 @@ func testWatchNamed(t *testing.T, mode netio.Mode) {
 		t.Fatalf("after it was created again, OnChange showed %v, want %v", v, back)
 	}
 	exchange(t, l, got, p.B, p.BIf, netip.MustParseAddr("198.18.13.2"), back)
+}
+
+// leakCycles is how many times TestWatchNoLeak creates and deletes an
+// interface: a socket or goroutine kept per cycle then shows as several,
+// and a mode still takes a few seconds.
+const leakCycles = 5
+
+// leakTimeout bounds polling for the counts to come back (a packet
+// socket's reader closes it within its read timeout, a goroutine ends
+// when the scheduler gets to it): a bound for a noisy machine, not an
+// expectation.
+const leakTimeout = 10 * time.Second
+
+// TestWatchNoLeak: in each mode, a Listener with Watch that joins an
+// interface and lets go of it again and again (a veth into another
+// namespace, created, then deleted) keeps nothing of it. After the
+// cycles the process holds exactly the file descriptors it held while
+// serving before them, and at most as many goroutines; after Close, those
+// it held before Listen.
+func TestWatchNoLeak(t *testing.T) {
+	for _, mode := range []netio.Mode{netio.ModeBind, netio.ModeRaw, netio.ModePacket} {
+		t.Run(string(mode), func(t *testing.T) { testWatchNoLeak(t, mode) })
+	}
+}
+
+func testWatchNoLeak(t *testing.T, mode netio.Mode) {
+	p := lab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The far ends of the cycles' veths. Namespaces made by `ip netns
+	// add` hold no descriptor of this process.
+	c, err := netns.New(ctx, netns.UniqueName(netns.DefaultPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ip := func(ns *netns.NS, args ...string) {
+		t.Helper()
+		if out, err := ns.IP(ctx, args...); err != nil {
+			t.Fatalf("ip %s: %v %s", strings.Join(args, " "), err, out)
+		}
+	}
+	waitOperUp(ctx, t, p.A, p.AIf)
+	waitOperUp(ctx, t, p.B, p.BIf)
+
+	before := settledUsage(t, "before Listen")
+	logs := &records{}
+	changes := make(chan []ifaceView, 64)
+	var l *netio.Listener
+	err = p.A.Do(func() error {
+		chosen, _, err := netio.Choose(nil) // A holds lo and the lab's veth
+		if err != nil {
+			return err
+		}
+		l, err = netio.Listen(netio.Config{Mode: mode, Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen,
+			Watch: true, Logger: slog.New(logs),
+			OnChange: func(ifs []*netio.Iface) {
+				select {
+				case changes <- viewOf(ifs):
+				default:
+					t.Errorf("OnChange: test's channel full")
+				}
+			}})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan netio.Datagram, 16)
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	served := make(chan error, 1)
+	go func() {
+		served <- l.Serve(sctx, netio.HandlerFunc(func(d netio.Datagram) {
+			if !d.Group {
+				return
+			}
+			d.Data = append([]byte(nil), d.Data...)
+			select {
+			case got <- d:
+			default: // not the test's: never hold a reader up
+			}
+		}))
+	}()
+	stop := sync.OnceFunc(func() {
+		l.Close()
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("Serve still running 30s after Close")
+		}
+	})
+	defer func() {
+		stop()
+		if t.Failed() {
+			t.Logf("listener log:\n%s", logs)
+		}
+	}()
+
+	// A datagram through the group reader and an answer back say that
+	// Serve started its readers; the counts then settle once the watcher
+	// has started its own and made its first look.
+	first := l.Interfaces()
+	if len(first) != 1 || first[0].Name() != p.AIf {
+		t.Fatalf("interfaces at start %v, want only %s", viewOf(first), p.AIf)
+	}
+	exchange(t, l, got, p.B, p.BIf, p.BAddr.Addr(), viewOf(first)[0])
+	serving := settledUsage(t, "serving")
+
+	waitChange := func(what string, ok func([]ifaceView) bool) {
+		t.Helper()
+		var seen [][]ifaceView
+		deadline := time.After(changeTimeout)
+		for {
+			select {
+			case v := <-changes:
+				if ok(v) {
+					return
+				}
+				seen = append(seen, v)
+			case <-deadline:
+				t.Fatalf("OnChange never showed %s within %s; it showed %v", what, changeTimeout, seen)
+			}
+		}
+	}
+	const aIf, cIf = "pwleak0", "pwleakp0"
+	addr := netip.MustParseAddr("198.18.14.1")
+	for cycle := 1; cycle <= leakCycles; cycle++ {
+		ip(p.A, "link", "add", aIf, "type", "veth", "peer", "name", cIf, "netns", c.Name)
+		ip(p.A, "addr", "add", addr.String()+"/24", "dev", aIf)
+		ip(c, "link", "set", cIf, "up")
+		ip(p.A, "link", "set", aIf, "up")
+		ifi, err := p.A.InterfaceByName(aIf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		joined := ifaceView{aIf, ifi.Index, addr}
+		waitChange(fmt.Sprintf("cycle %d: %v joined", cycle, joined), func(v []ifaceView) bool { return slices.Contains(v, joined) })
+		ip(p.A, "link", "del", aIf)
+		waitChange(fmt.Sprintf("cycle %d: %v gone", cycle, joined), func(v []ifaceView) bool {
+			return !slices.ContainsFunc(v, func(i ifaceView) bool { return i.name == aIf })
+		})
+	}
+	if v := viewOf(l.Interfaces()); !slices.Equal(v, viewOf(first)) {
+		t.Errorf("after the cycles the Listener holds %v, want %v as at start", v, viewOf(first))
+	}
+	waitUsage(t, fmt.Sprintf("after %d cycles", leakCycles), serving, p.A)
+
+	stop()
+	waitUsage(t, "after Close", before, p.A)
+}
+
+// usage is what the process holds at one time: its file descriptors
+// (what each points to, e.g. "socket:[1234]"), its goroutines, and for
+// the record its threads.
+type usage struct {
+	fds        []string
+	goroutines int
+	threads    int
+	stacks     string // the goroutine profile, grouped by stack
+}
+
+// takeUsage counts the process's file descriptors, goroutines and
+// threads. The descriptor ReadDir holds on /proc/self/fd is among those
+// counted, every time.
+func takeUsage(t *testing.T) usage {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("counting file descriptors: %v", err)
+	}
+	u := usage{goroutines: runtime.NumGoroutine()}
+	for _, e := range ents {
+		// Closed since the listing: counted anyway, as the count is what
+		// is compared; the target only explains a difference.
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			target = "(closed while looked at)"
+		}
+		u.fds = append(u.fds, target)
+	}
+	if tasks, err := os.ReadDir("/proc/self/task"); err == nil {
+		u.threads = len(tasks)
+	}
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err == nil {
+		u.stacks = b.String()
+	}
+	return u
+}
+
+func (u usage) String() string {
+	return fmt.Sprintf("%d fds, %d goroutines, %d threads", len(u.fds), u.goroutines, u.threads)
+}
+
+// settledUsage returns the usage once it has stayed the same (descriptors
+// and goroutines) over several samples: goroutines that were just started
+// are running, and those that were ending have ended.
+func settledUsage(t *testing.T, what string) usage {
+	t.Helper()
+	const samples, every = 5, 50 * time.Millisecond
+	var last usage
+	same := 0
+	for deadline := time.Now().Add(leakTimeout); ; time.Sleep(every) {
+		u := takeUsage(t)
+		if len(u.fds) == len(last.fds) && u.goroutines == last.goroutines {
+			same++
+		} else {
+			same = 1
+		}
+		last = u
+		if same == samples {
+			t.Logf("%s: %v", what, u)
+			return u
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the process's descriptors and goroutines did not settle within %s (last %v)", what, leakTimeout, u)
+		}
+	}
+}
+
+// waitUsage waits until the process holds exactly the descriptors of want
+// (the same files and sockets, not only as many) and at most its
+// goroutines, and says what is left over when it does not. Goroutines may
+// be fewer: one of the runtime's or the testing package's that was
+// running at the count may have ended since. Descriptors get no such
+// slack: nothing else in the test opens or closes one while it waits,
+// and the Listener's own (the first interface's, the group's, the route
+// socket) are the same sockets throughout. ns is where the Listener's
+// sockets are, to name them.
+func waitUsage(t *testing.T, what string, want usage, ns *netns.NS) {
+	t.Helper()
+	var u usage
+	for deadline := time.Now().Add(leakTimeout); ; time.Sleep(50 * time.Millisecond) {
+		u = takeUsage(t)
+		added, removed := diffCounts(want.fds, u.fds)
+		if len(added) == 0 && len(removed) == 0 && u.goroutines <= want.goroutines {
+			t.Logf("%s: %v (was %v)", what, u, want)
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Errorf("%s: still %v after %s, want the %d fds held then and at most %d goroutines", what, u, leakTimeout, len(want.fds), want.goroutines)
+	added, removed := diffCounts(want.fds, u.fds)
+	for _, fd := range added {
+		t.Errorf("%s: descriptor left open: %s%s", what, fd, socketInfo(ns, fd))
+	}
+	for _, fd := range removed {
+		t.Errorf("%s: descriptor closed that was open before: %s", what, fd)
+	}
+	if u.goroutines > want.goroutines {
+		added, _ := diffCounts(stackList(want.stacks), stackList(u.stacks))
+		for _, s := range added {
+			t.Errorf("%s: goroutine left running:\n%s", what, s)
+		}
+	}
+}
+
+// diffCounts returns the elements that b holds more often than a, and
+// those a holds more often than b, one entry per extra occurrence.
+func diffCounts(a, b []string) (added, removed []string) {
+	n := map[string]int{}
+	for _, s := range a {
+		n[s]--
+	}
+	for _, s := range b {
+		n[s]++
+	}
+	for _, s := range slices.Sorted(maps.Keys(n)) {
+		for ; n[s] > 0; n[s]-- {
+			added = append(added, s)
+		}
+		for ; n[s] < 0; n[s]++ {
+			removed = append(removed, s)
+		}
+	}
+	return added, removed
+}
+
+// stackList expands a goroutine profile at debug level 1 ("N @ pcs"
+// followed by the frames, a blank line between stacks) into one entry
+// per goroutine: its frames, without the addresses. The goroutine that
+// took the profile is left out.
+func stackList(profile string) []string {
+	var out []string
+	for _, rec := range strings.Split(profile, "\n\n") {
+		lines := strings.Split(strings.TrimSpace(rec), "\n")
+		if strings.HasPrefix(lines[0], "goroutine profile:") {
+			lines = lines[1:]
+		}
+		if len(lines) == 0 {
+			continue
+		}
+		count, _, ok := strings.Cut(lines[0], " @ ")
+		n, err := strconv.Atoi(count)
+		if !ok || err != nil {
+			continue
+		}
+		var frames []string
+		for _, f := range lines[1:] {
+			// "#\t0x4b7cd1\tpkg.fn+0x31\t/path/file.go:152"
+			if parts := strings.SplitN(f, "\t", 3); len(parts) == 3 {
+				frames = append(frames, "\t"+parts[2])
+			}
+		}
+		stack := strings.Join(frames, "\n")
+		if strings.Contains(stack, "netio_test.takeUsage") {
+			continue // the test's own, whose caller differs each time
+		}
+		for range n {
+			out = append(out, stack)
+		}
+	}
+	return out
+}
+
+// socketInfo names the socket a descriptor target ("socket:[INODE]")
+// points to: its line in the kernel's socket tables of namespace ns or
+// of the test's own, "" when it is no socket or is not found.
+func socketInfo(ns *netns.NS, target string) string {
+	ino, ok := strings.CutPrefix(target, "socket:[")
+	if !ok {
+		return ""
+	}
+	ino = strings.TrimSuffix(ino, "]")
+	find := func() string {
+		// thread-self: Do switches one thread, not the process.
+		for _, table := range []string{"udp", "raw", "packet", "netlink", "unix"} {
+			b, err := os.ReadFile("/proc/thread-self/net/" + table)
+			if err != nil {
+				continue
+			}
+			for line := range strings.Lines(string(b)) {
+				if slices.Contains(strings.Fields(line), ino) {
+					return " (" + table + ": " + strings.TrimSpace(line) + ")"
+				}
+			}
+		}
+		return ""
+	}
+	var in string
+	_ = ns.Do(func() error {
+		in = find()
+		return nil
+	})
+	if in != "" {
+		return in
+	}
+	return find()
 }
 
 // exchange sends a datagram to the group from src on ns's interface ifname
