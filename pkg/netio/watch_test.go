@@ -60,37 +60,64 @@ func viewOf(ifs []*netio.Iface) []ifaceView {
 	return out
 }
 
-func testWatch(t *testing.T, mode netio.Mode) {
+// watchLab is a lab (namespaces A and B joined by a veth) with a third
+// namespace for the far ends of the veths a test adds, and a Listener
+// with Watch in A once listen is called.
+type watchLab struct {
+	t       *testing.T
+	ctx     context.Context
+	p       *netns.Pair
+	far     *netns.NS
+	logs    *records
+	changes chan []ifaceView // every list OnChange was given
+	got     chan netio.Datagram
+	l       *netio.Listener
+	stop    func() // closes the Listener and waits for Serve; once
+}
+
+func newWatchLab(t *testing.T) *watchLab {
+	t.Helper()
 	p := lab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c, err := netns.New(ctx, netns.UniqueName(netns.DefaultPrefix))
+	t.Cleanup(cancel)
+	// Namespaces made by `ip netns add` hold no descriptor of this
+	// process: TestWatchNoLeak counts them.
+	far, err := netns.New(ctx, netns.UniqueName(netns.DefaultPrefix))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	ip := func(ns *netns.NS, args ...string) {
-		t.Helper()
-		if out, err := ns.IP(ctx, args...); err != nil {
-			t.Fatalf("ip %s: %v %s", strings.Join(args, " "), err, out)
-		}
-	}
-
+	t.Cleanup(func() { far.Close() })
+	w := &watchLab{t: t, ctx: ctx, p: p, far: far, logs: &records{}, changes: make(chan []ifaceView, 64),
+		got: make(chan netio.Datagram, 16), stop: func() {}}
 	waitOperUp(ctx, t, p.A, p.AIf)
 	waitOperUp(ctx, t, p.B, p.BIf)
-	logs := &records{}
-	changes := make(chan []ifaceView, 64)
-	var l *netio.Listener
-	err = p.A.Do(func() error {
-		chosen, _, err := netio.Choose(nil) // A holds lo and the veth
+	return w
+}
+
+// ip runs `ip args...` in ns.
+func (w *watchLab) ip(ns *netns.NS, args ...string) {
+	w.t.Helper()
+	if out, err := ns.IP(w.ctx, args...); err != nil {
+		w.t.Fatalf("ip %s: %v %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// listen starts a Listener with Watch in A, on the interfaces named (nil:
+// the default choice), and its Serve; the group's datagrams go to w.got,
+// the lists OnChange is given to w.changes.
+func (w *watchLab) listen(mode netio.Mode, names []string) {
+	t := w.t
+	t.Helper()
+	err := w.p.A.Do(func() error {
+		chosen, _, err := netio.Choose(names)
 		if err != nil {
 			return err
 		}
-		l, err = netio.Listen(netio.Config{Mode: mode, Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen,
-			Watch: true, Logger: slog.New(logs),
+		w.l, err = netio.Listen(netio.Config{Mode: mode, Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen,
+			Watch: true, Names: names, Logger: slog.New(w.logs),
 			OnChange: func(ifs []*netio.Iface) {
 				select {
-				case changes <- viewOf(ifs):
+				case w.changes <- viewOf(ifs):
 				default:
 					t.Errorf("OnChange: test's channel full")
 				}
@@ -100,19 +127,22 @@ func testWatch(t *testing.T, mode netio.Mode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	got := make(chan netio.Datagram, 16)
 	sctx, scancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
-		served <- l.Serve(sctx, netio.HandlerFunc(func(d netio.Datagram) {
-			if d.Group {
-				d.Data = append([]byte(nil), d.Data...)
-				got <- d
+		served <- w.l.Serve(sctx, netio.HandlerFunc(func(d netio.Datagram) {
+			if !d.Group {
+				return
+			}
+			d.Data = append([]byte(nil), d.Data...)
+			select {
+			case w.got <- d:
+			default: // not the test's: never hold a reader up
 			}
 		}))
 	}()
-	defer func() {
+	w.stop = sync.OnceFunc(func() {
+		w.l.Close()
 		scancel()
 		select {
 		case err := <-served:
@@ -120,12 +150,21 @@ func testWatch(t *testing.T, mode netio.Mode) {
 				t.Errorf("Serve: %v", err)
 			}
 		case <-time.After(30 * time.Second):
-			t.Errorf("Serve still running 30s after its context ended")
+			t.Errorf("Serve still running 30s after Close")
 		}
+	})
+	t.Cleanup(func() {
+		w.stop()
 		if t.Failed() {
-			t.Logf("listener log:\n%s", logs)
+			t.Logf("listener log:\n%s", w.logs)
 		}
-	}()
+	})
+}
+
+func testWatch(t *testing.T, mode netio.Mode) {
+	w := newWatchLab(t)
+	w.listen(mode, nil) // A holds lo and the veth
+	ctx, p, c, ip, l, got, changes, logs := w.ctx, w.p, w.far, w.ip, w.l, w.got, w.changes, w.logs
 
 	first := l.Interfaces()
 	if len(first) != 1 || first[0].Name() != p.AIf {
@@ -265,54 +304,9 @@ func TestWatchNamed(t *testing.T) {
 }
 
 func testWatchNamed(t *testing.T, mode netio.Mode) {
-	p := lab(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ip := func(ns *netns.NS, args ...string) {
-		t.Helper()
-		if out, err := ns.IP(ctx, args...); err != nil {
-			t.Fatalf("ip %s: %v %s", strings.Join(args, " "), err, out)
-		}
-	}
-	waitOperUp(ctx, t, p.A, p.AIf)
-	waitOperUp(ctx, t, p.B, p.BIf)
-	logs := &records{}
-	changes := make(chan []ifaceView, 64)
-	var l *netio.Listener
-	err := p.A.Do(func() error {
-		names := []string{p.AIf}
-		chosen, _, err := netio.Choose(names)
-		if err != nil {
-			return err
-		}
-		l, err = netio.Listen(netio.Config{Mode: mode, Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen,
-			Watch: true, Names: names, Logger: slog.New(logs),
-			OnChange: func(ifs []*netio.Iface) {
-				select {
-				case changes <- viewOf(ifs):
-				default:
-				}
-			}})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	got := make(chan netio.Datagram, 16)
-	sctx, scancel := context.WithCancel(context.Background())
-	defer scancel()
-	go l.Serve(sctx, netio.HandlerFunc(func(d netio.Datagram) {
-		if d.Group {
-			d.Data = append([]byte(nil), d.Data...)
-			got <- d
-		}
-	}))
-	defer func() {
-		if t.Failed() {
-			t.Logf("listener log:\n%s", logs)
-		}
-	}()
+	w := newWatchLab(t)
+	w.listen(mode, []string{w.p.AIf})
+	ctx, p, ip, l, got, changes, logs := w.ctx, w.p, w.ip, w.l, w.got, w.changes, w.logs
 	next := func(what string) []ifaceView {
 		t.Helper()
 		select {
@@ -395,81 +389,10 @@ func TestWatchNoLeak(t *testing.T) {
 }
 
 func testWatchNoLeak(t *testing.T, mode netio.Mode) {
-	p := lab(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	// The far ends of the cycles' veths. Namespaces made by `ip netns
-	// add` hold no descriptor of this process.
-	c, err := netns.New(ctx, netns.UniqueName(netns.DefaultPrefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ip := func(ns *netns.NS, args ...string) {
-		t.Helper()
-		if out, err := ns.IP(ctx, args...); err != nil {
-			t.Fatalf("ip %s: %v %s", strings.Join(args, " "), err, out)
-		}
-	}
-	waitOperUp(ctx, t, p.A, p.AIf)
-	waitOperUp(ctx, t, p.B, p.BIf)
-
+	w := newWatchLab(t)
 	before := settledUsage(t, "before Listen")
-	logs := &records{}
-	changes := make(chan []ifaceView, 64)
-	var l *netio.Listener
-	err = p.A.Do(func() error {
-		chosen, _, err := netio.Choose(nil) // A holds lo and the lab's veth
-		if err != nil {
-			return err
-		}
-		l, err = netio.Listen(netio.Config{Mode: mode, Group: netip.MustParseAddrPort("224.0.1.75:5060"), Interfaces: chosen,
-			Watch: true, Logger: slog.New(logs),
-			OnChange: func(ifs []*netio.Iface) {
-				select {
-				case changes <- viewOf(ifs):
-				default:
-					t.Errorf("OnChange: test's channel full")
-				}
-			}})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan netio.Datagram, 16)
-	sctx, scancel := context.WithCancel(context.Background())
-	defer scancel()
-	served := make(chan error, 1)
-	go func() {
-		served <- l.Serve(sctx, netio.HandlerFunc(func(d netio.Datagram) {
-			if !d.Group {
-				return
-			}
-			d.Data = append([]byte(nil), d.Data...)
-			select {
-			case got <- d:
-			default: // not the test's: never hold a reader up
-			}
-		}))
-	}()
-	stop := sync.OnceFunc(func() {
-		l.Close()
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("Serve still running 30s after Close")
-		}
-	})
-	defer func() {
-		stop()
-		if t.Failed() {
-			t.Logf("listener log:\n%s", logs)
-		}
-	}()
+	w.listen(mode, nil) // A holds lo and the lab's veth
+	p, c, ip, l, got, changes, stop := w.p, w.far, w.ip, w.l, w.got, w.changes, w.stop
 
 	// A datagram through the group reader and an answer back say that
 	// Serve started its readers; the counts then settle once the watcher
