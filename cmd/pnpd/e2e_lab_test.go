@@ -523,3 +523,29 @@ func (l *lab) phoneConn(t *testing.T, a netip.Addr, port uint16) *net.UDPConn {
 	}
 	return c
 }
+
+// runPnpd runs bin with args, in ns (nil: outside the namespaces), and
+// returns its exit code and output; it fails the test when bin could not
+// run or did not exit.
+func runPnpd(t *testing.T, ns *netns.NS, bin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	var out, errb bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, args...)
+	if ns != nil {
+		cmd = ns.Command(ctx, bin, args...)
+	}
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee) && ee.Exited():
+		code = ee.ExitCode()
+	default:
+		t.Fatalf("pnpd %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return code, out.String(), errb.String()
+}

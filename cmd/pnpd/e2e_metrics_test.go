@@ -5,7 +5,6 @@ package main
 // the scrapes and `pnpd status` run in that namespace too.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -66,22 +65,7 @@ func e2eValue(mfs map[string]*dto.MetricFamily, name string, labels ...string) (
 // e2eStatus runs `pnpd status args...` in ns.
 func e2eStatus(t *testing.T, ns *netns.NS, bin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
-	defer cancel()
-	var out, errb bytes.Buffer
-	cmd := ns.Command(ctx, bin, append([]string{"status"}, args...)...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ee.Exited():
-		code = ee.ExitCode()
-	default:
-		t.Fatalf("pnpd status %s: %v\n%s", strings.Join(args, " "), err, errb.String())
-	}
-	return code, out.String(), errb.String()
+	return runPnpd(t, ns, bin, append([]string{"status"}, args...)...)
 }
 
 func TestE2EMetricsAndStatus(t *testing.T) {

@@ -26,12 +26,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -1082,21 +1080,7 @@ func TestE2EPolicyNeighborCheck(t *testing.T) {
 // its exit code and output.
 func polExec(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
-	defer cancel()
-	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, pnpdBinary(t), args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ee.Exited():
-		code = ee.ExitCode()
-	default:
-		t.Fatalf("pnpd %s: %v", strings.Join(args, " "), err)
-	}
-	return code, out.String(), errb.String()
+	return runPnpd(t, nil, pnpdBinary(t), args...)
 }
 
 // The NOTIFY's URL carries a {token} that `pnpd token verify` accepts for
