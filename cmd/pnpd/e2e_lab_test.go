@@ -549,3 +549,13 @@ func runPnpd(t *testing.T, ns *netns.NS, bin string, args ...string) (code int, 
 	}
 	return code, out.String(), errb.String()
 }
+
+// between returns what s holds between prefix and suffix, and whether s
+// starts with the one and ends with the other.
+func between(s, prefix, suffix string) (string, bool) {
+	inner, ok := strings.CutPrefix(s, prefix)
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(inner, suffix)
+}

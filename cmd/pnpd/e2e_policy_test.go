@@ -459,8 +459,8 @@ func polStopped(t *testing.T, l *lab) (dropped, refused map[string]int64) {
 
 // polGoMap reads a map[string]int64 as fmt prints it: "map[a:1 b:2]".
 func polGoMap(s string) (map[string]int64, error) {
-	inner, ok := strings.CutPrefix(s, "map[")
-	if inner, ok = strings.CutSuffix(inner, "]"); !ok {
+	inner, ok := between(s, "map[", "]")
+	if !ok {
 		return nil, fmt.Errorf("%q is not a printed map", s)
 	}
 	out := map[string]int64{}
@@ -1106,8 +1106,8 @@ func TestE2EPolicyToken(t *testing.T) {
 	if len(tl.bodies) != 1 {
 		t.Fatalf("got %s, want one NOTIFY", tl)
 	}
-	token, ok := strings.CutPrefix(tl.bodies[0], "http://prov.example/p/")
-	if token, ok = strings.CutSuffix(token, "/"); !ok || len(token) != policy.TokenLen || strings.ContainsAny(token, "/?#%{}") {
+	token, ok := between(tl.bodies[0], "http://prov.example/p/", "/")
+	if !ok || len(token) != policy.TokenLen || strings.ContainsAny(token, "/?#%{}") {
 		t.Fatalf("NOTIFY body %q: want http://prov.example/p/TOKEN/ with a %d-character token", tl.bodies[0], policy.TokenLen)
 	}
 

@@ -184,8 +184,8 @@ func TestReloadSIGHUP(t *testing.T) {
 		verify := func(mac string) {
 			t.Helper()
 			r := l.simulate(t, "-vendor", "yealink", "-mac", mac)
-			token, ok := strings.CutPrefix(r.url, "http://tok.example/")
-			if token, ok = strings.CutSuffix(token, "/"); !ok || r.code != 0 {
+			token, ok := between(r.url, "http://tok.example/", "/")
+			if !ok || r.code != 0 {
 				t.Fatalf("phone %s: %s", mac, r)
 			}
 			if code, out, errs := polExec(t, "token", "verify", "-config", cfgPath, "-mac", mac, token); code != 0 {

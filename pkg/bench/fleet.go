@@ -165,9 +165,6 @@ func (f *Fleet) listen(port int) (*net.UDPConn, error) {
 	return c, nil
 }
 
-// Len is the number of phones.
-func (f *Fleet) Len() int { return len(f.members) }
-
 // Close closes the sockets; the receivers end.
 func (f *Fleet) Close() {
 	for _, c := range f.conns {

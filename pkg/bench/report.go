@@ -314,13 +314,6 @@ func ratioOf(a, b time.Duration) string {
 	return fmt.Sprintf("%.2f", float64(a)/float64(b))
 }
 
-func rate(n int, d time.Duration) string {
-	if d <= 0 {
-		return ""
-	}
-	return fmt.Sprintf("%.0f", float64(n)/d.Seconds())
-}
-
 // dur prints a duration with three significant digits or so.
 func dur(d time.Duration) string {
 	switch {

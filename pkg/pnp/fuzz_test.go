@@ -72,14 +72,7 @@ func FuzzHandle(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		pol, err := policy.New(policy.Config{Policy: c.Policy})
-		if err != nil {
-			t.Fatal(err)
-		}
-		// T1 of an hour: no Timer E fires while one input is checked, so
-		// what leaves is what Handle sent.
-		srv := NewServer(Config{Resolver: pol.Resolver(resolve.NewStatic(c.Resolve)), Policy: pol,
-			Allow: fuzzAllow, T1: time.Hour, T2: time.Hour})
+		srv := fuzzServer(t, c)
 		port := newFakePort()
 		src := fuzzSource(data)
 		checkHandle(t, srv, port, data, src)
@@ -376,6 +369,20 @@ func checkRebuild(t *testing.T, b []byte) {
 	}
 }
 
+// fuzzServer is a fresh responder for one input of the fuzzer or of the
+// seed tests: fuzzConf's rules and policy, fuzzAllow, and a T1 of an hour
+// so that no Timer E fires while the input is checked (what leaves is what
+// Handle sent).
+func fuzzServer(t testing.TB, c *config.Config) *Server {
+	t.Helper()
+	pol, err := policy.New(policy.Config{Policy: c.Policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewServer(Config{Resolver: pol.Resolver(resolve.NewStatic(c.Resolve)), Policy: pol,
+		Allow: fuzzAllow, T1: time.Hour, T2: time.Hour})
+}
+
 // Every seed, once, as a plain test: the same checks as the fuzzer's, so
 // that a regression shows in go test without -fuzz. The seeds that are
 // answered are counted, so that a change that silences every phone fails.
@@ -393,12 +400,7 @@ func TestHandleSeeds(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				pol, err := policy.New(policy.Config{Policy: c.Policy})
-				if err != nil {
-					t.Fatal(err)
-				}
-				srv := NewServer(Config{Resolver: pol.Resolver(resolve.NewStatic(c.Resolve)), Policy: pol,
-					Allow: fuzzAllow, T1: time.Hour, T2: time.Hour})
+				srv := fuzzServer(t, c)
 				src := fuzzSource(data)
 				if ok, _ := fuzzVerdict(data, src); ok {
 					answered++
@@ -435,12 +437,7 @@ func TestFuzzFindings(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			pol, err := policy.New(policy.Config{Policy: c.Policy})
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := NewServer(Config{Resolver: pol.Resolver(resolve.NewStatic(c.Resolve)), Policy: pol,
-				Allow: fuzzAllow, T1: time.Hour, T2: time.Hour})
+			srv := fuzzServer(t, c)
 			port := newFakePort()
 			data := []byte(tc.data)
 			if ok, why := fuzzVerdict(data, fuzzSource(data)); ok {

@@ -105,9 +105,6 @@ func tryRules(rules []config.Rule, d *Decision, req Request) bool {
 	return false
 }
 
-// Matches reports whether every key r sets matches req.
-func Matches(r config.Rule, req Request) bool { return mismatch(r, req) == "" }
-
 // mismatch names the first key of r that req does not match, "" when all do.
 func mismatch(r config.Rule, req Request) string {
 	switch {

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/pnpd/pnpd/pkg/asterisk"
-	"github.com/pnpd/pnpd/pkg/netns"
 	"github.com/pnpd/pnpd/pkg/netns/netnstest"
 )
 
@@ -57,17 +56,6 @@ func Root(t testing.TB) string {
 		netnstest.SkipOrFail(t, "needs a real Asterisk: %v", err)
 	}
 	return root
-}
-
-// FreePort returns a port that was free a moment ago on 127.0.0.1 for
-// network "tcp" or "udp", inside ns when it is not nil.
-func FreePort(t testing.TB, ns *netns.NS, network string) int {
-	t.Helper()
-	port, err := asterisk.FreePort(ns, network)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
 }
 
 // Start starts a new Asterisk configured by opts, waits until it has fully
